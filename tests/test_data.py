@@ -1,0 +1,60 @@
+"""The data chapters: char tokenizer, 90/10 split, batches of chunks."""
+import os
+
+import pytest
+import torch
+
+import bigram
+import gpt
+from conftest import SHAKESPEARE, TINY
+
+
+@pytest.mark.parametrize('script', [gpt, bigram])
+def test_encode_decode_round_trip(script):
+    text = open(TINY).read()
+    chars = sorted(set(text))
+    encode, decode = script.tokenizer(chars)
+    assert encode('hii there') == [chars.index(c) for c in 'hii there']
+    assert decode(encode(text)) == text
+    assert sorted(encode(''.join(chars))) == list(range(len(chars)))
+
+
+@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason='input.txt (Tiny Shakespeare) is not here')
+def test_tiny_shakespeare_has_the_lectures_size_and_vocabulary():
+    text = gpt.load_text(SHAKESPEARE, 'http://unused')
+    assert len(text) == 1115394
+    chars = sorted(set(text))
+    assert len(chars) == 65
+    assert ''.join(chars) == "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.mark.parametrize('script', [gpt, bigram])
+def test_split_is_first_90_percent_then_last_10(script):
+    text = open(TINY).read()
+    encode, decode = script.tokenizer(sorted(set(text)))
+    train, val = script.split_data(text, encode, 8)
+    assert len(train) == int(0.9 * len(text)) and len(train) + len(val) == len(text)
+    assert decode(train.tolist()) + decode(val.tolist()) == text
+
+
+@pytest.mark.parametrize('script', [gpt, bigram])
+def test_get_batch_targets_are_inputs_shifted_by_one_inside_the_split(script):
+    torch.manual_seed(0)
+    data = torch.arange(1000, 1100) # values tell where a window came from
+    B, T = 4, 8
+    for _ in range(200):
+        x, y = script.get_batch(data, B, T, 'cpu')
+        assert x.shape == (B, T) and y.shape == (B, T)
+        assert torch.equal(y[:, :-1], x[:, 1:]) # y[t] is the character after x[t]
+        assert torch.equal(y[:, -1], x[:, -1] + 1)
+        assert x.min() >= 1000 and y.max() <= 1099 # every window lies inside its split
+
+
+def test_every_start_position_can_be_drawn():
+    torch.manual_seed(0)
+    data = torch.arange(20)
+    starts = set()
+    for _ in range(300):
+        x, _ = gpt.get_batch(data, 4, 8, 'cpu')
+        starts.update(x[:, 0].tolist())
+    assert starts == set(range(20 - 8)) # the last window ends exactly at the split's end

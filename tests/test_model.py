@@ -1,0 +1,93 @@
+"""The transformer chapters: size, init, training, generation."""
+import math
+
+import torch
+
+import bigram
+import gpt
+
+
+def test_lecture_configuration_has_10_788_929_parameters():
+    model = gpt.GPTLanguageModel(vocab_size=65, block_size=256, n_embd=384, n_head=6, n_layer=6, dropout=0.2)
+    assert sum(p.numel() for p in model.parameters()) == 10788929
+
+
+def test_the_hyperparameter_block_is_the_lectures():
+    assert (gpt.batch_size, gpt.block_size, gpt.max_iters, gpt.eval_interval, gpt.learning_rate, gpt.eval_iters,
+            gpt.n_embd, gpt.n_head, gpt.n_layer, gpt.dropout) == (64, 256, 5000, 500, 3e-4, 200, 384, 6, 6, 0.2)
+    assert (bigram.batch_size, bigram.block_size, bigram.max_iters, bigram.eval_interval, bigram.learning_rate,
+            bigram.eval_iters) == (32, 8, 3000, 300, 1e-2, 200)
+
+
+def test_init_weights_normal_002_and_zero_biases():
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(65, 64, 128, 4, 2)
+    for name, p in model.named_parameters():
+        if name.endswith('bias') and 'ln' not in name:
+            assert (p == 0).all(), name
+        elif p.dim() == 2:
+            assert abs(p.std().item() - 0.02) < 0.003, name
+
+
+def test_fresh_model_loss_is_near_ln_vocab_size():
+    torch.manual_seed(0)
+    for vocab_size in (11, 65):
+        model = gpt.GPTLanguageModel(vocab_size, 32, 64, 4, 2).eval()
+        idx = torch.randint(vocab_size, (8, 32))
+        _, loss = model(idx, torch.randint(vocab_size, (8, 32)))
+        assert abs(loss.item() - math.log(vocab_size)) < 0.1
+
+
+def test_tiny_gpt_overfits_one_batch():
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(65, 16, 64, 4, 2)
+    opt = gpt.configure_optimizer(model, 3e-3, 0.0, 0.99, 'cpu')
+    x = torch.randint(65, (4, 16))
+    y = torch.randint(65, (4, 16))
+    for _ in range(150):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * math.log(65) # memorised: random targets are learnable only by heart
+
+
+def test_generate_appends_max_new_tokens_inside_the_vocabulary_past_block_size():
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(11, 8, 32, 4, 1).eval()
+    idx = torch.randint(11, (2, 5))
+    out = model.generate(idx, max_new_tokens=30) # runs far past block_size=8 by cropping the context
+    assert out.shape == (2, 35)
+    assert torch.equal(out[:, :5], idx)
+    assert out.min() >= 0 and out.max() < 11
+
+
+def test_generate_repeats_under_the_same_seed_and_differs_under_another():
+    model = gpt.GPTLanguageModel(11, 8, 32, 4, 1).eval()
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    runs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        runs.append(model.generate(idx, max_new_tokens=50))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_top_k_1_is_greedy_and_low_temperature_approaches_it():
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(11, 8, 32, 4, 1).eval()
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    greedy = idx
+    for _ in range(10):
+        greedy = torch.cat([greedy, model(greedy[:, -8:])[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(idx, 10, top_k=1), greedy)
+    assert torch.equal(model.generate(idx, 10, temperature=1e-4), greedy)
+
+
+def test_bigram_generate_and_loss():
+    torch.manual_seed(0)
+    model = bigram.BigramLanguageModel(11)
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    assert model.generate(idx, 20).shape == (1, 21)
+    _, loss = model(torch.randint(11, (4, 8)), torch.randint(11, (4, 8)))
+    assert loss.item() > math.log(11) # N(0,1) init: worse than uniform, as the lecture notes

@@ -1,0 +1,158 @@
+"""The scripts end to end, as a learner runs them: real subprocesses, real files, a real HTTP server."""
+import http.server
+import math
+import os
+import re
+import threading
+
+import pytest
+
+from conftest import TINY, TINY_GPT, run_script
+
+STEP = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
+
+
+def val_losses(stdout):
+    return [float(m.group(3)) for m in STEP.finditer(stdout)]
+
+
+def test_bigram_short_run_lowers_val_loss(tiny_text):
+    r = run_script('bigram.py', f'--input_path={tiny_text}', '--max_iters=300', '--eval_interval=100',
+                   '--eval_iters=20', '--max_new_tokens=50')
+    assert r.returncode == 0, r.stderr
+    losses = val_losses(r.stdout)
+    assert len(losses) == 4 # steps 0, 100, 200, 299
+    vocab = len(set(open(TINY).read()))
+    assert losses[0] > math.log(vocab) # N(0,1) init starts worse than uniform
+    assert losses[-1] < losses[0] - 1.0
+    sample = r.stdout.rstrip('\n').split('trained in')[-1].split('\n', 1)[1]
+    assert len(sample) == 51 # the start token and 50 new characters
+    assert set(sample) <= set(open(TINY).read())
+
+
+def test_gpt_tiny_run_prints_the_lectures_lines(tiny_text):
+    r = run_script('gpt.py', *TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt',
+                   '--max_iters=30', '--eval_interval=10')
+    assert r.returncode == 0, r.stderr
+    assert re.search(r'^0\.\d+ M parameters$', r.stdout, re.M)
+    assert [int(m.group(1)) for m in STEP.finditer(r.stdout)] == [0, 10, 20, 29]
+    assert 'config small on cpu' in r.stdout # says which configuration and device it runs
+    assert (tiny_text.parent / 'gpt.pt').exists() and (tiny_text.parent / 'gpt.csv').exists()
+
+
+@pytest.mark.parametrize('script', ['bigram.py', 'gpt.py'])
+@pytest.mark.parametrize('arg, words', [
+    ('--max_iter=10', ["unknown hyperparameter '--max_iter=10'", 'valid names: batch_size, block_size']),
+    ('--batch_size=ten', ["bad value 'ten' for --batch_size", 'expected int', 'valid names:']),
+    ('--learning_rate=fast', ["bad value 'fast' for --learning_rate", 'expected float']),
+    ('--block_size=0', ['--block_size=0 must be positive']),
+    ('train', ["unknown hyperparameter 'train'"]),
+])
+def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
+    r = run_script(script, arg, f'--input_path={tiny_text}')
+    assert r.returncode == 2
+    assert r.stdout == ''
+    line = r.stderr.strip()
+    assert '\n' not in line and 'Traceback' not in line
+    assert line.startswith(f'{script}: error: ')
+    for w in words:
+        assert w in line
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--n_embd=30', '--n_head=4'], '--n_embd=30 must be divisible by --n_head=4'),
+    (['--dropout=1.5'], '--dropout=1.5 must be in [0, 1)'),
+    (['--n_layer=-1'], '--n_layer=-1 must be positive'),
+    (['--device=tpu'], "--device='tpu' must be 'cuda', 'mps' or 'cpu'"),
+    (['--compile=maybe'], "bad value 'maybe' for --compile: expected bool"),
+])
+def test_gpt_invalid_combinations_exit_2(args, words, tiny_text):
+    r = run_script('gpt.py', *args, f'--input_path={tiny_text}')
+    assert r.returncode == 2 and words in r.stderr and 'Traceback' not in r.stderr
+
+
+@pytest.mark.parametrize('script', ['bigram.py', 'gpt.py'])
+@pytest.mark.parametrize('content, words', [
+    (b'', 'is empty'),
+    (b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
+    (b'too short\n' * 5, 'has 50 characters, too few for --block_size=16'),
+])
+def test_bad_text_gives_a_clear_error(script, content, words, tmp_path):
+    path = tmp_path / 'mine.txt'
+    path.write_bytes(content)
+    r = run_script(script, f'--input_path={path}', '--block_size=16', *(TINY_GPT[:3] if script == 'gpt.py' else []))
+    assert r.returncode == 1
+    assert words in r.stderr and 'Traceback' not in r.stderr
+    assert path.read_bytes() == content # nothing touched
+
+
+def test_any_utf8_text_trains(tmp_path):
+    path = tmp_path / 'poem.txt'
+    path.write_text('Ἐν ἀρχῇ ἦν ὁ λόγος — naïve café, 東京. ' * 40, encoding='utf-8')
+    r = run_script('gpt.py', *TINY_GPT, f'--input_path={path}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=5')
+    assert r.returncode == 0, r.stderr
+    assert set(r.stdout.rstrip('\n').rsplit('\n', 1)[-1]) <= set(path.read_text(encoding='utf-8'))
+
+
+class Server:
+    """A real HTTP server on loopback that serves one file, as the char-rnn URL does."""
+
+    def __init__(self, body):
+        body_ = body
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path != '/input.txt':
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header('Content-Length', str(len(body_)))
+                self.end_headers()
+                self.wfile.write(body_)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = f'http://127.0.0.1:{self.httpd.server_address[1]}/input.txt'
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize('script', ['bigram.py', 'gpt.py'])
+def test_download_writes_the_served_bytes(script, tmp_path):
+    body = open(TINY, 'rb').read()
+    server = Server(body)
+    try:
+        target = tmp_path / 'input.txt'
+        r = run_script(script, f'--data_url={server.url}', f'--input_path={target}', '--max_iters=1',
+                       '--eval_iters=1', '--max_new_tokens=1', f'--ckpt_path={tmp_path}/gpt.pt' if script == 'gpt.py'
+                       else '--block_size=8', *(TINY_GPT[:5] if script == 'gpt.py' else []))
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    assert f'downloading {server.url} to {target}' in r.stdout
+    assert target.read_bytes() == body
+    assert sorted(os.listdir(tmp_path)) == (['gpt.csv', 'gpt.pt', 'input.txt'] if script == 'gpt.py' else ['input.txt'])
+
+
+@pytest.mark.parametrize('script', ['bigram.py', 'gpt.py'])
+@pytest.mark.parametrize('where', ['closed port', 'missing file'])
+def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
+    server = Server(b'hello')
+    url = server.url if where == 'missing file' else server.url.rsplit(':', 1)[0] + ':9/input.txt'
+    if where == 'missing file':
+        url = url.replace('input.txt', 'nothing.txt') # the server answers 404
+    try:
+        target = tmp_path / 'input.txt'
+        r = run_script(script, f'--data_url={url}', f'--input_path={target}')
+    finally:
+        server.close()
+    assert r.returncode == 1
+    line = r.stderr.strip()
+    assert '\n' not in line and 'Traceback' not in line
+    assert f'could not download {url}' in line and f'save it as {target}' in line
+    assert os.listdir(tmp_path) == [] # no partial file
