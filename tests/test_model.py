@@ -91,3 +91,25 @@ def test_bigram_generate_and_loss():
     assert model.generate(idx, 20).shape == (1, 21)
     _, loss = model(torch.randint(11, (4, 8)), torch.randint(11, (4, 8)))
     assert loss.item() > math.log(11) # N(0,1) init: worse than uniform, as the lecture notes
+
+
+def test_bf16_autocast_gives_the_fp32_loss():
+    # the GPU path trains under bf16 autocast: same model, same loss to bf16's precision (checked on the CPU here)
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(65, 32, 64, 4, 2).eval()
+    x, y = torch.randint(65, (4, 32)), torch.randint(65, (4, 32))
+    _, loss = model(x, y)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits16, loss16 = model(x, y)
+    assert logits16.dtype == torch.bfloat16
+    assert abs(loss16.item() - loss.item()) < 0.02
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    c = gpt.SimpleNamespace(learning_rate=1e-3, warmup_iters=10, min_lr=1e-4, max_iters=110)
+    lrs = [gpt.get_lr(it, c) for it in range(111)]
+    assert lrs[0] == 1e-4 and abs(lrs[9] - 1e-3) < 1e-12 # linear warmup
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) # then only down
+    assert abs(lrs[60] - 5.5e-4) < 1e-9 and abs(lrs[110] - 1e-4) < 1e-12 # cosine: halfway at the middle
+    lecture = gpt.SimpleNamespace(learning_rate=3e-4, warmup_iters=0, min_lr=0.0, max_iters=5000)
+    assert {gpt.get_lr(it, lecture) for it in range(0, 5000, 7)} == {3e-4} # the lecture's constant rate

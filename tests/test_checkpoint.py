@@ -1,0 +1,156 @@
+"""Train once, sample forever: checkpoints, --sample, --resume and Ctrl-C, on a real tiny run."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import gpt
+from conftest import ROOT, TINY, TINY_GPT, run_script
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A tiny model trained for 20 steps; tests work on copies of its checkpoint."""
+    folder = tmp_path_factory.mktemp('trained')
+    shutil.copy(TINY, folder / 'tiny.txt')
+    r = run_script('gpt.py', *TINY_GPT, f'--input_path={folder}/tiny.txt', f'--ckpt_path={folder}/gpt.pt',
+                   '--max_iters=20', '--eval_interval=10')
+    assert r.returncode == 0, r.stderr
+    return folder
+
+
+@pytest.fixture
+def ckpt(trained, tmp_path):
+    shutil.copy(trained / 'gpt.pt', tmp_path / 'gpt.pt')
+    shutil.copy(trained / 'gpt.csv', tmp_path / 'gpt.csv')
+    shutil.copy(trained / 'tiny.txt', tmp_path / 'tiny.txt')
+    return tmp_path / 'gpt.pt'
+
+
+def model_from(ckpt):
+    c = ckpt['config']
+    model = gpt.GPTLanguageModel(len(ckpt['chars']), c['block_size'], c['n_embd'], c['n_head'], c['n_layer'])
+    model.load_state_dict(ckpt['model'])
+    return model.eval()
+
+
+def test_checkpoint_holds_what_training_needs(ckpt):
+    saved = gpt.load_checkpoint(str(ckpt))
+    assert saved['iter'] == 20
+    assert saved['chars'] == sorted(set(open(TINY).read()))
+    assert saved['config']['n_layer'] == 2 and saved['config']['n_embd'] == 32
+    assert 0 < saved['best_val_loss'] < 4.1 # measured at step 10 or 19, better than chance
+    assert saved['optimizer']['state'][0]['step'] == 20 # AdamW's moments, after 20 steps
+    history = (ckpt.parent / 'gpt.csv').read_text().splitlines()
+    assert history[0] == 'step,train_loss,val_loss,elapsed_s'
+    assert [row.split(',')[0] for row in history[1:]] == ['0', '10', '19']
+
+
+def test_saved_model_reproduces_the_same_logits(tmp_path):
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(20, 16, 32, 2, 2).eval()
+    opt = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu')
+    chars = [chr(97 + i) for i in range(20)]
+    cfg = dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2)
+    gpt.save_checkpoint(str(tmp_path / 'm.pt'), model, opt, gpt.SimpleNamespace(**cfg), chars, 7, 1.5)
+    assert os.listdir(tmp_path) == ['m.pt'] # no temporary file left
+    idx = torch.randint(20, (3, 16))
+    assert torch.equal(model_from(gpt.load_checkpoint(str(tmp_path / 'm.pt')))(idx)[0], model(idx)[0])
+
+
+def test_sample_prints_prompt_plus_max_new_tokens_without_input_txt(ckpt, tmp_path):
+    os.remove(tmp_path / 'tiny.txt')
+    args = ['--sample', f'--ckpt_path={ckpt}', f'--input_path={tmp_path}/absent.txt', '--prompt=ROMEO:',
+            '--max_new_tokens=40', '--device=cpu']
+    first = run_script('gpt.py', *args, '--seed=7', cwd=tmp_path)
+    again = run_script('gpt.py', *args, '--seed=7', cwd=tmp_path)
+    other = run_script('gpt.py', *args, '--seed=8', cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.endswith('\n') and first.stdout.startswith('ROMEO:')
+    assert len(first.stdout) == len('ROMEO:') + 40 + 1 # the prompt, 40 characters, one newline: nothing else
+    assert set(first.stdout[:-1]) <= set(open(TINY).read())
+    assert first.stdout == again.stdout and first.stdout != other.stdout
+    assert not (tmp_path / 'absent.txt').exists()
+
+
+def test_greedy_sample_matches_the_checkpoints_model(ckpt):
+    r = run_script('gpt.py', '--sample', f'--ckpt_path={ckpt}', '--prompt=First', '--max_new_tokens=30',
+                   '--top_k=1', '--device=cpu')
+    saved = gpt.load_checkpoint(str(ckpt))
+    encode, decode = gpt.tokenizer(saved['chars'])
+    out = model_from(saved).generate(torch.tensor([encode('First')]), 30, top_k=1)
+    assert r.stdout == decode(out[0].tolist()) + '\n'
+
+
+def test_resume_carries_on_to_max_iters(ckpt):
+    r = run_script('gpt.py', '--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt',
+                   '--max_iters=30', '--device=cpu')
+    assert r.returncode == 0, r.stderr
+    assert 'from step 20' in r.stdout
+    # the shape and recipe came from the checkpoint: step 20's evaluation was done before it was saved
+    assert re.findall(r'^step (\d+):', r.stdout, re.M) == ['29']
+    saved = gpt.load_checkpoint(str(ckpt))
+    assert saved['iter'] == 30 and saved['config']['n_embd'] == 32
+    assert saved['optimizer']['state'][0]['step'] == 30 # the same AdamW, ten steps further
+    assert (ckpt.parent / 'gpt.csv').read_text().splitlines()[-1].startswith('29,')
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    shutil.copy(TINY, tmp_path / 'tiny.txt')
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'gpt.py'), *TINY_GPT, '--max_iters=1000000',
+                             f'--input_path={tmp_path}/tiny.txt', f'--ckpt_path={tmp_path}/gpt.pt'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1'})
+    for line in proc.stdout: # wait until training is under way
+        if line.startswith('step 0:'):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert 'Traceback' not in err
+    assert re.search(r"interrupted at step \d+: saved .*gpt.pt; continue with 'python gpt.py --resume'", err)
+    saved = gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))
+    assert 0 < saved['iter'] < 1000000
+    assert saved['optimizer']['state'][0]['step'] == saved['iter']
+    assert [p.name for p in tmp_path.iterdir() if 'tmp' in p.name] == []
+
+
+@pytest.mark.parametrize('mode', ['--sample', '--resume'])
+def test_truncated_checkpoint_gives_a_clear_error_and_stays(ckpt, mode):
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[:len(data) // 2])
+    r = run_script('gpt.py', mode, f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--device=cpu')
+    assert r.returncode == 1
+    assert 'is not a readable gpt.py checkpoint' in r.stderr and 'Traceback' not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert ckpt.read_bytes() == data[:len(data) // 2] # nothing overwritten
+
+
+def test_missing_or_foreign_checkpoint(tmp_path):
+    r = run_script('gpt.py', '--sample', f'--ckpt_path={tmp_path}/none.pt')
+    assert r.returncode == 1 and f'no checkpoint at {tmp_path}/none.pt' in r.stderr
+    (tmp_path / 'notes.pt').write_text('not a checkpoint')
+    r = run_script('gpt.py', '--sample', f'--ckpt_path={tmp_path}/notes.pt')
+    assert r.returncode == 1 and 'is not a readable gpt.py checkpoint' in r.stderr and 'Traceback' not in r.stderr
+
+
+@pytest.mark.parametrize('arg, words', [
+    ('--prompt=ROMEO€#', "--prompt has characters the model never saw: '#€'"),
+    ('--n_layer=3', 'has n_layer=2, not --n_layer=3'),
+    ('--temperature=0', '--temperature=0.0 must be positive'),
+    ('--top_k=-1', '--top_k=-1 must be 0 (no cutoff) or positive'),
+    ('--max_new_tokens=-5', '--max_new_tokens=-5 must be 0 or more'),
+])
+def test_bad_sampling_input_gives_a_clear_error(ckpt, arg, words):
+    before = ckpt.read_bytes()
+    r = run_script('gpt.py', '--sample', f'--ckpt_path={ckpt}', arg)
+    assert r.returncode == 2 and r.stdout == ''
+    assert words in r.stderr and 'Traceback' not in r.stderr
+    assert ckpt.read_bytes() == before

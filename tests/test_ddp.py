@@ -1,0 +1,44 @@
+"""gpt.py under torchrun (DDP over gloo on the CPU): the README's command, really run."""
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT, TINY_GPT
+
+
+def torchrun(*args, timeout=150):
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+def test_two_processes_train_and_print_each_step_once(tiny_text):
+    r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={tiny_text}',
+                 f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=20', '--eval_interval=10')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.findall(r'^step (\d+): train loss', r.stdout, re.M) == ['0', '10', '19']
+    assert len(re.findall(r'M parameters$', r.stdout, re.M)) == 1
+    assert 'on cpu x 2 processes' in r.stdout and 'batch_size=8 per rank, 16 in all' in r.stdout
+    assert len(re.findall(r'^trained in', r.stdout, re.M)) == 1 # one checkpoint writer, one sampler
+    assert os.path.exists(tiny_text.parent / 'gpt.pt')
+
+
+def test_two_ranks_on_half_batches_equal_one_process_on_the_whole(tmp_path):
+    step = os.path.join(ROOT, 'tests', 'ddp_step.py')
+    r = torchrun(step, str(tmp_path / 'ddp.pt'), ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = subprocess.run([sys.executable, step, str(tmp_path / 'one.pt'), ROOT], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE')})
+    assert single.returncode == 0, single.stderr
+    ddp, one = torch.load(tmp_path / 'ddp.pt'), torch.load(tmp_path / 'one.pt')
+    torch.manual_seed(0)
+    import gpt
+    init = gpt.GPTLanguageModel(vocab_size=13, block_size=16, n_embd=32, n_head=4, n_layer=2).state_dict()
+    for name, grad in one['grads'].items(): # DDP averaged the two halves' gradients into the whole batch's
+        assert torch.allclose(ddp['grads'][name], grad, rtol=1e-4, atol=1e-7), name
+    for name, weight in one['weights'].items():
+        assert torch.allclose(ddp['weights'][name], weight, rtol=1e-5, atol=1e-7), name
+        assert not torch.equal(weight, init[name]), name # the step did move every weight
