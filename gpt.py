@@ -632,8 +632,9 @@ def train(cfg, given, dev, rank, world_size, log):
             progress and progress.clear()
             if master:
                 save_checkpoint(c.ckpt_path, raw_model, optimizer, c, chars, iter, best_val_loss)
-            log(f"interrupted at step {iter}: saved {c.ckpt_path}; continue with 'python gpt.py --resume' "
-                "or sample with 'python gpt.py --sample'", file=sys.stderr)
+            where = '' if c.ckpt_path == ckpt_path else f' --ckpt_path={c.ckpt_path}'
+            log(f"interrupted at step {iter}: saved {c.ckpt_path}; continue with 'python gpt.py --resume{where}' "
+                f"or sample with 'python gpt.py --sample{where}'", file=sys.stderr)
             raise SystemExit(130)
     signal.signal(signal.SIGINT, old_handler)
     progress and progress.clear()
@@ -759,3 +760,6 @@ if __name__ == '__main__':
     except KeyboardInterrupt:
         print("gpt.py: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError: # the reader went away (python gpt.py --sample | head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
+        sys.exit(141)

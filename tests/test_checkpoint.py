@@ -115,7 +115,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert 'Traceback' not in err
-    assert re.search(r"interrupted at step \d+: saved .*gpt.pt; continue with 'python gpt.py --resume'", err)
+    assert re.search(r"interrupted at step \d+: saved .*gpt.pt; continue with 'python gpt.py --resume --ckpt_path=.*gpt.pt'", err)
     saved = gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))
     assert 0 < saved['iter'] < 1000000
     assert saved['optimizer']['state'][0]['step'] == saved['iter']
@@ -154,3 +154,14 @@ def test_bad_sampling_input_gives_a_clear_error(ckpt, arg, words):
     assert r.returncode == 2 and r.stdout == ''
     assert words in r.stderr and 'Traceback' not in r.stderr
     assert ckpt.read_bytes() == before
+
+
+def test_sample_piped_into_a_reader_that_stops_early(ckpt):
+    # python gpt.py --sample | head -1: the reader closes the pipe; no traceback
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'gpt.py'), '--sample', f'--ckpt_path={ckpt}',
+                             '--max_new_tokens=50', '--device=cpu'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141 and 'Traceback' not in err and 'Error' not in err
