@@ -154,3 +154,12 @@ def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
     assert '\n' not in line and 'Traceback' not in line
     assert f'could not download {url}' in line and f'save it as {target}' in line
     assert os.listdir(tmp_path) == [] # no partial file
+
+
+def test_target_loss_stops_at_the_first_evaluation_below_it(tiny_text):
+    r = run_script('gpt.py', *TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt',
+                   '--max_iters=1000', '--eval_interval=5', '--target_loss=3.5', '--learning_rate=1e-2')
+    assert r.returncode == 0, r.stderr
+    losses = val_losses(r.stdout)
+    assert losses[-1] <= 3.5 and all(v > 3.5 for v in losses[:-1])
+    assert re.search(rf'^reached val loss {losses[-1]:.4f} <= 3.5 at step \d+ after \d+\.\d s$', r.stdout, re.M)
