@@ -37,12 +37,12 @@ dropout = 0.2
 warmup_iters = 0 # linear warmup from 0 to learning_rate over this many steps
 min_lr = 0.0 # when > 0, cosine decay from learning_rate to min_lr over max_iters
 beta2 = 0.999
-weight_decay = 0.01 # on matrices only; biases, LayerNorm and nothing else
+weight_decay = 0.01 # AdamW's default, on the weight matrices and embeddings only (not biases, not LayerNorm)
 grad_clip = 0.0 # clip the gradient norm to this when > 0
 # the lecture's run takes about a day on a laptop CPU: elsewhere than CUDA these replace the values above
 # (each change measured in the README), unless given on the command line
 small = dict(
-    n_layer=4, n_head=4, n_embd=192, # 1.8M parameters: what a 2-core CPU can train well in about 9 minutes
+    n_layer=4, n_head=4, n_embd=192, # 1.8M parameters: what a 2-core CPU trains well in under 8 minutes
     block_size=128, # half the lecture's context: 4x cheaper attention, little worse for characters
     batch_size=16, # more, smaller steps: a small model early in training learns more per token from them
     max_iters=2000,
@@ -376,7 +376,7 @@ class GPTLanguageModel(nn.Module):
 
 
 def configure_optimizer(model, learning_rate, weight_decay, beta2, device):
-    # decay the matrices only: shrinking biases, LayerNorm gains or embeddings toward 0 does not regularise
+    # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
     decay = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
     no_decay = [p for p in model.parameters() if p.dim() < 2 and p.requires_grad]
     groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
@@ -507,8 +507,7 @@ def main(argv):
     rank, local_rank, world_size = setup_distributed(dev)
     if world_size > 1 and dev.startswith('cuda'):
         dev = f'cuda:{local_rank}'
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    log = print if rank == 0 else (lambda *a, **k: None)
     try:
         train(cfg, given, dev, rank, world_size, log)
     finally:

@@ -1,8 +1,6 @@
 """The self-attention chapters, claim by claim."""
-import math
 
 import torch
-import torch.nn as nn
 from torch.nn import functional as F
 
 import gpt
