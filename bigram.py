@@ -258,6 +258,6 @@ if __name__ == '__main__':
     except KeyboardInterrupt:
         print("bigram.py: interrupted", file=sys.stderr)
         sys.exit(130)
-    except BrokenPipeError: # the reader went away (python gpt.py --sample | head): not an error of ours
+    except BrokenPipeError: # the reader went away (python bigram.py | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
