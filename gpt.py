@@ -9,6 +9,7 @@ hyperparameters, data, model, training, sampling.
     python gpt.py --sample --prompt="ROMEO:"        sample from the checkpoint
     torchrun --standalone --nproc_per_node=8 gpt.py several GPUs (DDP)
 """
+import ctypes
 import math
 import os
 import signal
@@ -222,6 +223,29 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx
 # ------------
 # model
 
+class Dropout(nn.Module):
+    """ nn.Dropout, with a cheaper random mask on a CPU """
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+        # 16 random bits decide each element: it is dropped with probability cut/65536, p to within 1/131072
+        self.cut = round(p * 65536)
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != 'cpu': # a GPU has a fused dropout kernel
+            return F.dropout(x, self.p, training=True)
+        # nn.Dropout draws one random number per element, which on a CPU took a sixth of the lecture's training step;
+        # one 64-bit draw gives four elements their 16 bits each
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None).view(torch.int16)[:n].view(x.shape)
+        keep = bits >= self.cut - 32768 # uniform over [-32768, 32767]: true with probability 1 - cut/65536
+        # the kept elements are scaled up so that the expected value stays x, as in nn.Dropout
+        return x * torch.where(keep, 65536 / (65536 - self.cut), 0.0)
+
+
 class Head(nn.Module):
     """ one head of self-attention (the lecture's version 4; MultiHeadAttention does all heads at once) """
 
@@ -258,8 +282,8 @@ class MultiHeadAttention(nn.Module):
         self.n_head = n_head
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False) # query, key, value of every head in one matmul
         self.proj = nn.Linear(n_embd, n_embd)
-        self.attn_dropout = dropout
-        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = Dropout(dropout) # on the attention weights, as in Head
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         B, T, C = x.shape
@@ -268,9 +292,17 @@ class MultiHeadAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # softmax(q @ k^T * hs**-0.5, causal mask) @ v, as in Head, by a fused kernel (flash attention on a GPU)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                             dropout_p=self.attn_dropout if self.training else 0.0) # (B, nh, T, hs)
+        if self.training and self.attn_dropout.p > 0 and x.device.type == 'cpu':
+            # written out as in Head: on a CPU the fused kernel cannot drop attention weights, and its fallback is slower
+            # than this. The scale goes on q and the mask is added: fewer passes over the large (T,T) scores
+            wei = (q * k.size(-1)**-0.5) @ k.transpose(-2, -1) # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
+            wei = wei + torch.full((T, T), float('-inf'), device=x.device).triu(1) # the future gets weight 0
+            wei = self.attn_dropout(F.softmax(wei, dim=-1))
+            out = wei @ v # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+        else:
+            # softmax(q @ k^T * hs**-0.5, causal mask) @ v by a fused kernel (flash attention on a GPU)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                 dropout_p=self.attn_dropout.p if self.training else 0.0) # (B, nh, T, hs)
         out = out.transpose(1, 2).contiguous().view(B, T, C) # the heads side by side again
         out = self.dropout(self.proj(out))
         return out
@@ -285,7 +317,7 @@ class FeedForward(nn.Module):
             nn.Linear(n_embd, 4 * n_embd),
             nn.ReLU(),
             nn.Linear(4 * n_embd, n_embd),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x):
@@ -417,6 +449,17 @@ def measure_peak_flops(device, dtype):
     return 2 * n**3 / best
 
 
+def keep_freed_memory():
+    """On Linux, glibc gives every freed block over 32 MB back to the system, so each training step on a CPU asks for
+    its activations afresh and the kernel zeroes them page by page: a sixth of the lecture's step. Keep them instead."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-4, 0) # M_MMAP_MAX: serve no block by mmap, so none goes back when freed...
+        libc.mallopt(-1, 2**31 - 1) # M_TRIM_THRESHOLD: ...and keep the freed top of the heap
+    except (OSError, AttributeError): # another system or C library: nothing to do
+        pass
+
+
 def sync(device):
     if device.startswith('cuda'):
         torch.cuda.synchronize()
@@ -530,6 +573,8 @@ def train(cfg, given, dev, rank, world_size, log):
             cfg.update({k: v for k, v in small.items() if k not in given})
     check_config(cfg)
     c = SimpleNamespace(**cfg)
+    if dev == 'cpu':
+        keep_freed_memory()
     torch.manual_seed(c.seed + rank) # each rank draws different batches
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
     # bf16 on a GPU: twice the matmul speed, no loss scaling needed

@@ -117,3 +117,46 @@ def test_layernorm_at_init_normalises_each_token():
     assert torch.allclose(out.mean(-1), torch.zeros(8, 10), atol=1e-5) # per token, across its features
     assert torch.allclose(out.std(-1, unbiased=False), torch.ones(8, 10), atol=1e-3)
     assert not torch.allclose(out.mean(0), torch.zeros(10, 64), atol=0.1) # unlike batchnorm: not across the batch
+
+
+def test_dropout_drops_a_fraction_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    drop = gpt.Dropout(0.2)
+    x = torch.ones(1_000_000, requires_grad=True)
+    y = drop(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean() - 0.2) < 0.002
+    # four elements share one 64-bit draw: each of them, and neighbours together, must still be independent
+    assert (abs(dropped.view(-1, 4).float().mean(0) - 0.2) < 0.004).all()
+    assert abs((dropped[:-1] & dropped[1:]).float().mean() - 0.04) < 0.002
+    assert torch.allclose(y[~dropped], torch.tensor(1 / 0.8)) # the kept are scaled up by 1/(1-p)...
+    assert abs(y.mean() - 1) < 0.005 # ...so the mean stays
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach()) # the gradient goes through the kept elements, scaled the same
+    assert not torch.equal(drop(x), y) # a fresh mask every call
+    assert torch.equal(drop.eval()(x), x) # and none at evaluation
+
+
+def test_written_out_attention_equals_the_fused_kernel():
+    # in training with dropout, a CPU runs the attention written out; with a dropout too small to drop anything
+    # (p rounds to 0 in 16 bits), it must give what the fused kernel gives
+    torch.manual_seed(0)
+    mha = gpt.MultiHeadAttention(n_embd=48, n_head=6, dropout=1e-6)
+    x = torch.randn(3, 12, 48)
+    assert torch.allclose(mha.train()(x), mha.eval()(x), atol=1e-5)
+
+
+def test_tokens_from_the_future_cannot_communicate_in_training_either():
+    # the training path (dropout, and attention written out on a CPU): the same masks, a different future
+    model = tiny_model(dropout=0.5).train()
+    idx = torch.randint(11, (2, 16))
+    changed = idx.clone()
+    changed[:, 9:] = (idx[:, 9:] + 1) % 11
+    torch.manual_seed(1)
+    logits, _ = model(idx)
+    torch.manual_seed(1)
+    logits2, _ = model(changed)
+    assert torch.allclose(logits[:, :9], logits2[:, :9], atol=1e-5)
+    assert not torch.allclose(logits[:, 9:], logits2[:, 9:], atol=1e-5)
+    torch.manual_seed(2)
+    assert not torch.allclose(model(idx)[0], logits, atol=1e-5) # dropout is on: another mask, other logits

@@ -1,10 +1,14 @@
 """The transformer chapters: size, init, training, generation."""
 import math
+import subprocess
+import sys
 
+import pytest
 import torch
 
 import bigram
 import gpt
+from conftest import ROOT
 
 
 def test_lecture_configuration_has_10_788_929_parameters():
@@ -113,3 +117,26 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert abs(lrs[60] - 5.5e-4) < 1e-9 and abs(lrs[110] - 1e-4) < 1e-12 # cosine: halfway at the middle
     lecture = gpt.SimpleNamespace(learning_rate=3e-4, warmup_iters=0, min_lr=0.0, max_iters=5000)
     assert {gpt.get_lr(it, lecture) for it in range(0, 5000, 7)} == {3e-4} # the lecture's constant rate
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc')
+def test_freed_activations_are_reused_without_page_faults():
+    # each CPU training step frees and re-allocates its large activations; glibc would hand them back to the system
+    # and take them again page fault by page fault, unless keep_freed_memory() is called first
+    code = '''if True:
+        import resource, torch, gpt
+        def faults():
+            x = torch.ones(25_000_000) # 100 MB, like one attention layer's weights at the lecture's size
+            del x
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            x = torch.ones(25_000_000)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        print(faults())
+        gpt.keep_freed_memory()
+        faults()
+        print(faults())'''
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    without, with_ = map(int, out.stdout.split())
+    assert without > 20000 # 100 MB in 4 kB pages, each zeroed by the kernel
+    assert with_ < 100
