@@ -452,7 +452,7 @@ def measure_peak_flops(device, dtype):
 
 def keep_freed_memory():
     """On Linux, glibc gives every freed block over 32 MB back to the system, so each training step on a CPU asks for
-    its activations afresh and the kernel zeroes them page by page: a sixth of the lecture's step. Keep them instead."""
+    its activations afresh and the kernel zeroes them page by page: a fifth of the lecture's step. Keep them instead."""
     try:
         libc = ctypes.CDLL('libc.so.6')
         libc.mallopt(-4, 0) # M_MMAP_MAX: serve no block by mmap, so none goes back when freed...
