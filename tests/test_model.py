@@ -110,12 +110,16 @@ def test_bf16_autocast_gives_the_fp32_loss():
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():
-    c = gpt.SimpleNamespace(learning_rate=1e-3, warmup_iters=10, min_lr=1e-4, max_iters=110)
-    lrs = [gpt.get_lr(it, c) for it in range(111)]
-    assert lrs[0] == 1e-4 and abs(lrs[9] - 1e-3) < 1e-12 # linear warmup
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) # then only down
-    assert abs(lrs[60] - 5.5e-4) < 1e-9 and abs(lrs[110] - 1e-4) < 1e-12 # cosine: halfway at the middle
-    lecture = gpt.SimpleNamespace(learning_rate=3e-4, warmup_iters=0, min_lr=0.0, max_iters=5000)
+    lr = {}
+    for shape in ('cosine', 'linear'):
+        c = gpt.SimpleNamespace(learning_rate=1e-3, warmup_iters=10, lr_decay=shape, min_lr=1e-4, max_iters=110)
+        lr[shape] = lrs = [gpt.get_lr(it, c) for it in range(111)]
+        assert lrs[0] == 1e-4 and abs(lrs[9] - 1e-3) < 1e-12 # linear warmup
+        assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) # then only down
+        assert abs(lrs[60] - 5.5e-4) < 1e-9 and abs(lrs[110] - 1e-4) < 1e-12 # halfway at the middle, then min_lr
+    assert abs(lr['linear'][35] - 7.75e-4) < 1e-9 # a quarter of the way down: a straight line
+    assert lr['cosine'][35] > 8.6e-4 # cosine stays up longer, then falls faster
+    lecture = gpt.SimpleNamespace(learning_rate=3e-4, warmup_iters=0, lr_decay='none', min_lr=0.0, max_iters=5000)
     assert {gpt.get_lr(it, lecture) for it in range(0, 5000, 7)} == {3e-4} # the lecture's constant rate
 
 

@@ -63,6 +63,8 @@ def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
     (['--n_embd=30', '--n_head=4'], '--n_embd=30 must be divisible by --n_head=4'),
     (['--n_layer=-1'], '--n_layer=-1 must be positive'),
     (['--compile=maybe'], "bad value 'maybe' for --compile: expected bool"),
+    (['--lr_decay=cos'], "--lr_decay='cos' must be 'none', 'cosine' or 'linear'"),
+    (['--learning_rate=1e-3', '--min_lr=1e-2'], '--min_lr=0.01 must be in [0, --learning_rate=0.001]'),
 ])
 def test_gpt_invalid_combinations_exit_2(args, words, tiny_text):
     r = run_script('gpt.py', *args, f'--input_path={tiny_text}')
