@@ -44,7 +44,7 @@ grad_clip = 0.0 # clip the gradient norm to this when > 0
 # the lecture's run takes about a day on a laptop CPU: elsewhere than CUDA these replace the values above
 # (each change measured in the README), unless given on the command line
 small = dict(
-    n_layer=4, n_head=4, n_embd=192, # 1.8M parameters: what a 2-core CPU trains well in under 8 minutes
+    n_layer=4, n_head=4, n_embd=192, # 1.8M parameters: what a 2-core CPU trains well in 8 to 16 minutes
     block_size=128, # half the lecture's context: attention costs half as much per token, little worse for characters
     batch_size=16, # more, smaller steps: a small model early in training learns more per token from them
     max_iters=2000,
