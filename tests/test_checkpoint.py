@@ -70,9 +70,11 @@ def test_sample_prints_prompt_plus_max_new_tokens_without_input_txt(ckpt, tmp_pa
     args = ['--sample', f'--ckpt_path={ckpt}', f'--input_path={tmp_path}/absent.txt', '--prompt=ROMEO:',
             '--max_new_tokens=40', '--device=cpu']
     first = run_script('gpt.py', *args, '--seed=7', cwd=tmp_path)
-    other = run_script('gpt.py', *args, '--seed=8', cwd=tmp_path)
-    gpt.main([*args, '--seed=7']) # the same command again, in this process (one start-up of torch fewer)
+    # the same command again and with another seed, in this process (a start-up of torch fewer each)
+    gpt.main([*args, '--seed=7'])
     again = SimpleNamespace(stdout=capsys.readouterr().out)
+    gpt.main([*args, '--seed=8'])
+    other = SimpleNamespace(stdout=capsys.readouterr().out)
     assert first.returncode == 0, first.stderr
     assert first.stdout.endswith('\n') and first.stdout.startswith('ROMEO:')
     assert len(first.stdout) == len('ROMEO:') + 40 + 1 # the prompt, 40 characters, one newline: nothing else
@@ -81,13 +83,12 @@ def test_sample_prints_prompt_plus_max_new_tokens_without_input_txt(ckpt, tmp_pa
     assert not (tmp_path / 'absent.txt').exists()
 
 
-def test_greedy_sample_matches_the_checkpoints_model(ckpt):
-    r = run_script('gpt.py', '--sample', f'--ckpt_path={ckpt}', '--prompt=First', '--max_new_tokens=30',
-                   '--top_k=1', '--device=cpu')
+def test_greedy_sample_matches_the_checkpoints_model(ckpt, capsys):
+    gpt.main(['--sample', f'--ckpt_path={ckpt}', '--prompt=First', '--max_new_tokens=30', '--top_k=1', '--device=cpu'])
     saved = gpt.load_checkpoint(str(ckpt))
     encode, decode = gpt.tokenizer(saved['chars'])
     out = model_from(saved).generate(torch.tensor([encode('First')]), 30, top_k=1)
-    assert r.stdout == decode(out[0].tolist()) + '\n'
+    assert capsys.readouterr().out == decode(out[0].tolist()) + '\n'
 
 
 def test_resume_carries_on_to_max_iters(ckpt):
@@ -124,23 +125,28 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if 'tmp' in p.name] == []
 
 
-@pytest.mark.parametrize('mode', ['--sample', '--resume'])
-def test_truncated_checkpoint_gives_a_clear_error_and_stays(ckpt, mode):
+def test_truncated_checkpoint_gives_a_clear_error_and_stays(ckpt):
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[:len(data) // 2])
-    r = run_script('gpt.py', mode, f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--device=cpu')
+    r = run_script('gpt.py', '--sample', f'--ckpt_path={ckpt}', '--device=cpu')
     assert r.returncode == 1
     assert 'is not a readable gpt.py checkpoint' in r.stderr and 'Traceback' not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    # --resume refuses it too, before it could train and overwrite it (in this process: a start-up of torch fewer)
+    with pytest.raises(gpt.UsageError, match='is not a readable gpt.py checkpoint') as e:
+        gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--device=cpu'])
+    assert e.value.status == 1
     assert ckpt.read_bytes() == data[:len(data) // 2] # nothing overwritten
 
 
 def test_missing_or_foreign_checkpoint(tmp_path):
-    r = run_script('gpt.py', '--sample', f'--ckpt_path={tmp_path}/none.pt')
-    assert r.returncode == 1 and f'no checkpoint at {tmp_path}/none.pt' in r.stderr
+    with pytest.raises(gpt.UsageError, match=re.escape(f'no checkpoint at {tmp_path}/none.pt')) as e:
+        gpt.main(['--sample', f'--ckpt_path={tmp_path}/none.pt'])
+    assert e.value.status == 1
     (tmp_path / 'notes.pt').write_text('not a checkpoint')
-    r = run_script('gpt.py', '--sample', f'--ckpt_path={tmp_path}/notes.pt')
-    assert r.returncode == 1 and 'is not a readable gpt.py checkpoint' in r.stderr and 'Traceback' not in r.stderr
+    with pytest.raises(gpt.UsageError, match='notes.pt is not a readable gpt.py checkpoint') as e:
+        gpt.main(['--sample', f'--ckpt_path={tmp_path}/notes.pt'])
+    assert e.value.status == 1
 
 
 def test_prompt_the_model_never_saw_gives_a_clear_error(ckpt):

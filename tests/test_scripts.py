@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+import bigram
 import gpt
 from conftest import TINY, TINY_GPT, run_script
 
@@ -43,11 +44,7 @@ def test_gpt_tiny_run_prints_the_lectures_lines(tiny_text):
 
 @pytest.mark.parametrize('script, arg, words', [
     ('gpt.py', '--max_iter=10', ["unknown hyperparameter '--max_iter=10'", 'valid names: batch_size, block_size']),
-    ('bigram.py', '--max_iter=10', ["unknown hyperparameter '--max_iter=10'", 'valid names: batch_size, block_size']),
-    ('gpt.py', '--batch_size=ten', ["bad value 'ten' for --batch_size", 'expected int', 'valid names:']),
     ('bigram.py', '--learning_rate=fast', ["bad value 'fast' for --learning_rate", 'expected float']),
-    ('bigram.py', '--block_size=0', ['--block_size=0 must be positive']),
-    ('gpt.py', 'train', ["unknown hyperparameter 'train'"]),
 ])
 def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
     r = run_script(script, arg, f'--input_path={tiny_text}')
@@ -58,6 +55,22 @@ def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
     assert line.startswith(f'{script}: error: ')
     for w in words:
         assert w in line
+
+
+@pytest.mark.parametrize('script, arg, words', [
+    (bigram, '--max_iter=10', ["unknown hyperparameter '--max_iter=10'", 'valid names: batch_size, block_size']),
+    (gpt, '--batch_size=ten', ["bad value 'ten' for --batch_size", 'expected int', 'valid names:']),
+    (bigram, '--block_size=0', ['--block_size=0 must be positive']),
+    (gpt, 'train', ["unknown hyperparameter 'train'"]),
+])
+def test_bad_override_is_refused(script, arg, words, tiny_text, capsys):
+    # in this process, to save a start-up of torch each: the two cases above go through the real terminal
+    with pytest.raises(script.UsageError) as e:
+        script.main([arg, f'--input_path={tiny_text}'])
+    assert e.value.status == 2
+    for w in words:
+        assert w in str(e.value)
+    assert capsys.readouterr().out == ''
 
 
 @pytest.mark.parametrize('args, words', [
@@ -77,18 +90,29 @@ def test_gpt_invalid_combinations_are_refused_before_training(args, words, tiny_
 
 
 @pytest.mark.parametrize('script, content, words', [
-    ('gpt.py', b'', 'is empty'),
-    ('gpt.py', b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
-    ('bigram.py', b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
-    ('gpt.py', b'too short\n' * 5, 'has 50 characters, too few for --block_size=16'),
+    (gpt, b'', 'is empty'),
+    (gpt, b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
+    (bigram, b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
+    (gpt, b'too short\n' * 5, 'has 50 characters, too few for --block_size=16'),
 ])
-def test_bad_text_gives_a_clear_error(script, content, words, tmp_path):
+def test_bad_text_gives_a_clear_error(script, content, words, tmp_path, capsys):
     path = tmp_path / 'mine.txt'
     path.write_bytes(content)
-    r = run_script(script, f'--input_path={path}', '--block_size=16', *(TINY_GPT[:3] if script == 'gpt.py' else []))
-    assert r.returncode == 1
-    assert words in r.stderr and 'Traceback' not in r.stderr
+    with pytest.raises(script.UsageError) as e: # in this process; the terminal's view is checked below
+        script.main([f'--input_path={path}', '--block_size=16', *(TINY_GPT[:3] if script is gpt else [])])
+    assert e.value.status == 1 and words in str(e.value)
     assert path.read_bytes() == content # nothing touched
+    assert os.listdir(tmp_path) == ['mine.txt'] # and nothing made
+
+
+def test_bad_text_exits_1_with_one_line(tmp_path):
+    path = tmp_path / 'mine.txt'
+    path.write_bytes(b'caf\xe9 au lait\n' * 100)
+    r = run_script('gpt.py', f'--input_path={path}', f'--ckpt_path={tmp_path}/gpt.pt')
+    assert r.returncode == 1 and r.stdout == ''
+    assert r.stderr.startswith(f'gpt.py: error: {path} is not UTF-8 text (byte 0xe9 at offset 3); ')
+    assert r.stderr.count('\n') == 1 and 'Traceback' not in r.stderr
+    assert os.listdir(tmp_path) == ['mine.txt']
 
 
 def test_any_utf8_text_trains(tmp_path):
