@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -72,14 +71,14 @@ def test_sample_prints_prompt_plus_max_new_tokens_without_input_txt(ckpt, tmp_pa
     first = run_script('gpt.py', *args, '--seed=7', cwd=tmp_path)
     # the same command again and with another seed, in this process (a start-up of torch fewer each)
     gpt.main([*args, '--seed=7'])
-    again = SimpleNamespace(stdout=capsys.readouterr().out)
+    again = capsys.readouterr().out
     gpt.main([*args, '--seed=8'])
-    other = SimpleNamespace(stdout=capsys.readouterr().out)
+    other = capsys.readouterr().out
     assert first.returncode == 0, first.stderr
     assert first.stdout.endswith('\n') and first.stdout.startswith('ROMEO:')
     assert len(first.stdout) == len('ROMEO:') + 40 + 1 # the prompt, 40 characters, one newline: nothing else
     assert set(first.stdout[:-1]) <= set(open(TINY).read())
-    assert first.stdout == again.stdout and first.stdout != other.stdout
+    assert first.stdout == again and first.stdout != other
     assert not (tmp_path / 'absent.txt').exists()
 
 
