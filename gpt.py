@@ -418,8 +418,10 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, device):
     decay = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
     no_decay = [p for p in model.parameters() if p.dim() < 2 and p.requires_grad]
     groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
-    # fused: one kernel for all parameters instead of several per tensor
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=device.startswith('cuda'))
+    # fused: one kernel for all parameters instead of several per tensor (on a CPU since torch 2.4: the small model's
+    # optimizer step went from 8 ms to 2.5, the lecture's from 75 ms to 16)
+    fused = device.split(':')[0] in ('cuda', 'cpu')
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=fused)
 
 
 def get_lr(it, cfg):
