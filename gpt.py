@@ -633,7 +633,7 @@ def train(cfg, given, dev, rank, world_size, log):
         return benchmark(model, optimizer, train_data, c, dev, ctx, flops, peak(), tokens_per_iter, log)
 
     history = os.path.splitext(c.ckpt_path)[0] + '.csv'
-    if master and not ckpt:
+    if master and (not ckpt or not os.path.exists(history)): # a resumed run appends to its history, if it has one
         with open(history, 'w') as f:
             f.write('step,train_loss,val_loss,elapsed_s\n')
 

@@ -103,6 +103,14 @@ def test_resume_carries_on_to_max_iters(ckpt):
     assert (ckpt.parent / 'gpt.csv').read_text().splitlines()[-1].startswith('29,')
 
 
+def test_resume_without_its_history_starts_a_new_one(ckpt, capsys):
+    os.remove(ckpt.parent / 'gpt.csv')
+    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--max_iters=22',
+              '--max_new_tokens=0', '--device=cpu'])
+    history = (ckpt.parent / 'gpt.csv').read_text().splitlines()
+    assert history[0] == 'step,train_loss,val_loss,elapsed_s' and history[1].startswith('21,') and len(history) == 2
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     shutil.copy(TINY, tmp_path / 'tiny.txt')
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'gpt.py'), *TINY_GPT, '--max_iters=1000000',
