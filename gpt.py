@@ -486,12 +486,37 @@ def setup_distributed(device='cpu'):
     import datetime
     import torch.distributed as dist
     rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ['WORLD_SIZE'])
-    backend = 'nccl' if device.startswith('cuda') else 'gloo'
+    backend = 'nccl' if device.startswith('cuda') else 'gloo_one_worker'
     if backend == 'nccl':
         torch.cuda.set_device(local_rank)
+    elif backend not in dist.Backend.backend_list:
+        dist.Backend.register_backend(backend, gloo_one_worker, devices=['cpu'])
     # a rank that dies or hangs makes the others fail after this long instead of waiting forever
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
     return rank, local_rank, world_size
+
+
+def gloo_one_worker(store, rank, world_size, timeout):
+    """Gloo with one worker thread instead of two, so that teardown_distributed can know all its work is released.
+    A worker thread drops its last reference to a finished all-reduce some time after the result is out. The ones that
+    DDP starts inside loss.backward() hold a Python object (the context backward keeps in thread-local state), so the
+    worker needs the GIL for that; if the interpreter has begun to shut down, it cannot have it and the process aborts
+    with 'terminate called without an active exception' (torch 2.13; pytorch/pytorch#190489, and #179291 on why
+    destroy_process_group does not help: the process group outlives it). One worker runs the collectives in order and
+    releases each before it starts the next."""
+    from torch.distributed import ProcessGroupGloo
+    options = ProcessGroupGloo._Options()
+    options._devices = [ProcessGroupGloo.create_default_device()]
+    options._threads = 1
+    options._timeout = timeout
+    return ProcessGroupGloo(store, rank, world_size, options)
+
+
+def teardown_distributed(wait=True):
+    if distributed():
+        if wait:
+            torch.distributed.barrier() # with one gloo worker, every earlier collective is released when this returns
+        torch.distributed.destroy_process_group()
 
 
 def distributed():
@@ -562,11 +587,15 @@ def main(argv):
     if world_size > 1 and dev.startswith('cuda'):
         dev = f'cuda:{local_rank}'
     log = print if rank == 0 else (lambda *a, **k: None)
+    everyone_here = False
     try:
         train(cfg, given, dev, rank, world_size, log)
+        everyone_here = True
+    except SystemExit: # Ctrl-C: the ranks agreed to stop at the same step
+        everyone_here = True
+        raise
     finally:
-        if distributed():
-            torch.distributed.destroy_process_group()
+        teardown_distributed(wait=everyone_here) # after one rank's error the others may never come to a barrier
 
 
 def train(cfg, given, dev, rank, world_size, log):
@@ -810,7 +839,8 @@ if __name__ == '__main__':
     try:
         main(sys.argv[1:])
     except UsageError as e:
-        print(f"gpt.py: error: {e}", file=sys.stderr)
+        if os.environ.get('RANK', '0') == '0': # under torchrun every rank finds the same error: one says it
+            print(f"gpt.py: error: {e}", file=sys.stderr)
         sys.exit(e.status)
     except KeyboardInterrupt:
         print("gpt.py: interrupted", file=sys.stderr)

@@ -27,4 +27,4 @@ if __name__ == '__main__':
     step = one_step(gpt, rank, world_size)
     if rank == 0:
         torch.save(step, sys.argv[1])
-    torch.distributed.destroy_process_group()
+    gpt.teardown_distributed() # gpt.py's own ending: without it a rank can abort at exit

@@ -40,3 +40,9 @@ def test_two_ranks_on_half_batches_equal_one_process_on_the_whole(tmp_path):
     for name, weight in one['weights'].items():
         assert torch.allclose(ddp['weights'][name], weight, rtol=1e-5, atol=1e-7), name
         assert not torch.equal(weight, init[name]), name # the step did move every weight
+
+
+def test_a_bad_override_is_reported_once_not_once_per_rank():
+    r = torchrun(os.path.join(ROOT, 'gpt.py'), '--device=cpu', '--n_head=5', timeout=60)
+    assert r.returncode != 0
+    assert r.stderr.count('gpt.py: error: --n_embd=') == 1, r.stderr[-3000:]
