@@ -1,15 +1,10 @@
 """
-bigram.py: the lecture's baseline. Each character predicts the next one from a lookup table,
-trained on Tiny Shakespeare; val loss about 2.5.
+bigram.py: the lecture's baseline. Each character predicts the next one from a lookup table, trained on Tiny
+Shakespeare; val loss about 2.5. Part one is the lecture; part two, after the marked line, is what it leaves out.
 
     python bigram.py
-    python bigram.py --max_iters=1000 --learning_rate=3e-2    any hyperparameter below as --name=value
+    python bigram.py --max_iters=1000 --learning_rate=3e-2    any hyperparameter as --name=value (python bigram.py --help)
 """
-import os
-import sys
-import time
-
-import requests
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -17,96 +12,17 @@ from torch.nn import functional as F
 # hyperparameters
 batch_size = 32 # how many independent sequences will we process in parallel?
 block_size = 8 # what is the maximum context length for predictions?
-max_iters = 3000
-eval_interval = 300
+max_iters = 3000 # training steps
+eval_interval = 300 # estimate the loss every this many steps...
 learning_rate = 1e-2
-eval_iters = 200
-device = '' # 'cuda', 'mps' or 'cpu'; '' picks the first one available
-seed = 1337
-input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
-data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-max_new_tokens = 500
+device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+eval_iters = 200 # ...over this many batches of each split
 # ------------
 
-HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, no traceback."""
-    def __init__(self, message, status=2):
-        super().__init__(message)
-        self.status = status
-
-
-def parse_args(argv):
-    """--name=value for every hyperparameter, typed by its default."""
-    cfg = dict(HYPERPARAMETERS)
-    valid = 'valid names: ' + ', '.join(HYPERPARAMETERS)
-    for arg in argv:
-        name, eq, value = arg[2:].partition('=') if arg.startswith('--') else (arg, '', '')
-        if name not in HYPERPARAMETERS:
-            raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
-        default = HYPERPARAMETERS[name]
-        try:
-            cfg[name] = type(default)(value)
-        except ValueError:
-            raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
-    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters'):
-        if cfg[name] <= 0:
-            raise UsageError(f"--{name}={cfg[name]} must be positive")
-    if cfg['learning_rate'] <= 0:
-        raise UsageError(f"--learning_rate={cfg['learning_rate']} must be positive")
-    if cfg['max_new_tokens'] < 0:
-        raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
-    return cfg
-
-
-def pick_device(name):
-    if not name:
-        return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if name.split(':')[0] not in ('cuda', 'mps', 'cpu'):
-        raise UsageError(f"--device={name!r} must be 'cuda', 'mps' or 'cpu'")
-    if name.startswith('cuda') and not torch.cuda.is_available() or name == 'mps' and not torch.backends.mps.is_available():
-        raise UsageError(f"--device={name} is not available on this machine; use --device=cpu")
-    return name
-
-# ------------
-# data: Tiny Shakespeare, or any UTF-8 text
-
-def load_text(path, url):
-    """The training text; downloaded to path (atomically) if it is not there."""
-    if not os.path.exists(path):
-        print(f"downloading {url} to {path}", flush=True)
-        tmp = f"{path}.part{os.getpid()}"
-        try:
-            r = requests.get(url, timeout=30)
-            r.raise_for_status()
-            with open(tmp, 'wb') as f:
-                f.write(r.content)
-            os.replace(tmp, path) # a whole file or none: never a half-written input.txt
-        except (requests.RequestException, OSError) as e:
-            raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
-                             f"download it by hand and save it as {path}, or pass --input_path=", status=1)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
-                         "convert it, or pass --input_path= with a UTF-8 file", status=1)
-    if not text:
-        raise UsageError(f"{path} is empty; pass --input_path= with some text", status=1)
-    return text
-
+# data
 
 def tokenizer(chars):
-    # a character-level tokenizer: each character of the vocabulary is one integer
+    # create a mapping from characters to integers
     stoi = { ch:i for i,ch in enumerate(chars) }
     itos = { i:ch for i,ch in enumerate(chars) }
     encode = lambda s: [stoi[c] for c in s] # encoder: take a string, output a list of integers
@@ -114,43 +30,40 @@ def tokenizer(chars):
     return encode, decode
 
 
-def split_data(text, encode, block_size, path='the text'):
+def split_data(text, encode):
     # train and test splits
     data = torch.tensor(encode(text), dtype=torch.long)
     n = int(0.9*len(data)) # first 90% will be train, rest val
-    train_data, val_data = data[:n], data[n:]
-    if len(val_data) <= block_size:
-        raise UsageError(f"{path} has {len(text)} characters, too few for --block_size={block_size}: its last 10% "
-                         f"(the validation split) needs more than {block_size}; use a longer text or a smaller "
-                         "--block_size", status=1)
+    train_data = data[:n]
+    val_data = data[n:]
     return train_data, val_data
 
 
 def get_batch(data, batch_size, block_size, device):
-    # a small batch of inputs x and targets y: y is x shifted one character to the left
+    # generate a small batch of data of inputs x and targets y
     ix = torch.randint(len(data) - block_size, (batch_size,))
     x = torch.stack([data[i:i+block_size] for i in ix])
     y = torch.stack([data[i+1:i+block_size+1] for i in ix])
-    return x.to(device), y.to(device)
+    x, y = x.to(device), y.to(device)
+    return x, y
 
 
 @torch.no_grad()
 def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
-    """Mean loss over eval_iters batches of each split: far less noisy than one batch's loss."""
+    # the mean loss over eval_iters batches of each split: far less noisy than one batch's loss
     out = {}
     model.eval()
-    for name, data in splits.items():
+    for split, data in splits.items():
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
             X, Y = get_batch(data, batch_size, block_size, device)
             logits, loss = model(X, Y)
             losses[k] = loss.item()
-        out[name] = losses.mean().item()
+        out[split] = losses.mean().item()
     model.train()
     return out
 
-# ------------
-# model
+# super simple bigram model
 
 class BigramLanguageModel(nn.Module):
 
@@ -190,68 +103,226 @@ class BigramLanguageModel(nn.Module):
             idx = torch.cat((idx, idx_next), dim=1) # (B, T+1)
         return idx
 
-# ------------
-# the run
+# training
 
-def main(argv):
-    cfg = parse_args(argv)
-    dev = pick_device(cfg['device'])
-    torch.manual_seed(cfg['seed'])
+def train(c, run):
+    """ The lecture's run, c holding the hyperparameters; run is part two's machinery, called in single lines. """
+    torch.manual_seed(c.seed)
 
-    text = load_text(cfg['input_path'], cfg['data_url'])
+    text = load_text(c.input_path, c.data_url, c.block_size) # read it in (downloaded on the first run)
     # here are all the unique characters that occur in this text
-    chars = sorted(set(text))
+    chars = sorted(list(set(text)))
     vocab_size = len(chars)
     encode, decode = tokenizer(chars)
-    train_data, val_data = split_data(text, encode, cfg['block_size'], cfg['input_path'])
+    train_data, val_data = split_data(text, encode)
     splits = {'train': train_data, 'val': val_data}
 
-    model = BigramLanguageModel(vocab_size).to(dev)
-    print(f"bigram on {dev}: vocab_size={vocab_size} batch_size={cfg['batch_size']} block_size={cfg['block_size']} "
-          f"max_iters={cfg['max_iters']} learning_rate={cfg['learning_rate']:g}", flush=True)
+    model = BigramLanguageModel(vocab_size)
+    m = model.to(c.device)
+    run.begin(vocab_size) # says what runs
 
     # create a PyTorch optimizer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg['learning_rate'])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate)
 
-    t0 = last = time.time()
-    tty = sys.stderr.isatty()
-    for iter in range(cfg['max_iters']):
+    for iter in range(c.max_iters):
 
         # every once in a while evaluate the loss on train and val sets
-        if iter % cfg['eval_interval'] == 0 or iter == cfg['max_iters'] - 1:
-            tty and sys.stderr.write('\r\033[K')
-            losses = estimate_loss(model, splits, cfg['eval_iters'], cfg['batch_size'], cfg['block_size'], dev)
-            print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
+        if iter % c.eval_interval == 0 or iter == c.max_iters - 1:
+            losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, c.device)
+            print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
 
         # sample a batch of data
-        xb, yb = get_batch(train_data, cfg['batch_size'], cfg['block_size'], dev)
+        xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
 
         # evaluate the loss
         logits, loss = model(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        run.after_step(iter) # progress
 
-        # progress: in place on a terminal, a line every 30 s in a log
-        now = time.time()
-        if now - last >= (0.5 if tty else 30):
-            last = now
-            its = (iter + 1) / (now - t0)
-            left = (cfg['max_iters'] - iter - 1) / its
-            line = f"step {iter + 1}/{cfg['max_iters']} | {its:.0f} it/s | {int(left // 60)}m{int(left % 60):02d}s left"
-            sys.stderr.write('\r' + line + '\033[K' if tty else line + '\n')
-            sys.stderr.flush()
-    tty and sys.stderr.write('\r\033[K')
-    print(f"trained in {time.time() - t0:.1f} s")
+    run.end()
 
     # generate from the model
-    context = torch.zeros((1, 1), dtype=torch.long, device=dev)
-    print(decode(model.generate(context, max_new_tokens=cfg['max_new_tokens'])[0].tolist()))
+    context = torch.zeros((1, 1), dtype=torch.long, device=c.device)
+    print(decode(m.generate(context, max_new_tokens=c.max_new_tokens)[0].tolist()))
+
+
+# ======================================================================================================================
+# PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below is what it leaves out, called from above in
+# single lines: the command line and its errors, the download, progress.
+# ======================================================================================================================
+import os
+import re
+import sys
+import time
+from types import SimpleNamespace
+
+import requests
+
+# options of a run, given like the hyperparameters (--name=value)
+seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
+input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
+data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+max_new_tokens = 500 # how many characters to sample
+
+HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
+PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal the line updates in place)
+
+# ------------
+# the command line
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, no traceback."""
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_args(argv):
+    """--name=value for every hyperparameter, typed by its default."""
+    cfg = dict(HYPERPARAMETERS)
+    valid = 'valid names: ' + ', '.join(HYPERPARAMETERS) + ' (python bigram.py --help)'
+    for arg in argv:
+        name, eq, value = arg[2:].partition('=') if arg.startswith('--') else (arg, '', '')
+        if name not in HYPERPARAMETERS:
+            raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
+        default = HYPERPARAMETERS[name]
+        try:
+            cfg[name] = type(default)(value)
+        except ValueError:
+            raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
+    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters'):
+        if cfg[name] <= 0:
+            raise UsageError(f"--{name}={cfg[name]} must be positive")
+    if cfg['learning_rate'] <= 0:
+        raise UsageError(f"--learning_rate={cfg['learning_rate']} must be positive")
+    if cfg['max_new_tokens'] < 0:
+        raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
+    if cfg['device'].split(':')[0] not in ('cuda', 'mps', 'cpu'):
+        raise UsageError(f"--device={cfg['device']!r} must be 'cuda', 'mps' or 'cpu'")
+    if cfg['device'].startswith('cuda') and not torch.cuda.is_available() or \
+            cfg['device'] == 'mps' and not torch.backends.mps.is_available():
+        raise UsageError(f"--device={cfg['device']} is not available on this machine; use --device=cpu")
+    return cfg
+
+
+def usage():
+    """--help: the commands of the docstring, then every hyperparameter with its default and its comment above."""
+    comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
+    lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
+    for name, default in HYPERPARAMETERS.items():
+        lines.append(f"  {f'--{name}={default}':<26} {comments.get(name, '')}".rstrip())
+    return '\n'.join(lines)
+
+# ------------
+# data: Tiny Shakespeare, or any UTF-8 text
+
+def load_text(path, url, block_size=0):
+    """The training text; downloaded to path (atomically) if it is not there."""
+    if not os.path.exists(path):
+        print(f"downloading {url} to {path}", flush=True)
+        tmp = f"{path}.part{os.getpid()}"
+        try:
+            with requests.get(url, timeout=30, stream=True) as r:
+                r.raise_for_status()
+                with open(tmp, 'wb') as f:
+                    for chunk in r.iter_content(1 << 16):
+                        f.write(chunk)
+            os.replace(tmp, path) # a whole file or none: never a half-written input.txt
+        except (requests.RequestException, OSError) as e:
+            raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
+                             f"download it by hand and save it as {path}, or pass --input_path=", status=1)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                         "convert it, or pass --input_path= with a UTF-8 file", status=1)
+    if not text:
+        raise UsageError(f"{path} is empty; pass --input_path= with some text", status=1)
+    if len(text) - int(0.9 * len(text)) <= block_size:
+        raise UsageError(f"{path} has {len(text)} characters, too few for --block_size={block_size}: its last 10% "
+                         f"(the validation split) needs more than {block_size}; use a longer text or a smaller "
+                         "--block_size", status=1)
+    return text
+
+# ------------
+# the run: what train() calls
+
+class Run:
+    """What a training run does beyond the lecture's loop: it says what runs, and how far it is."""
+
+    def __init__(self, c):
+        self.c = c
+
+    def begin(self, vocab_size):
+        c = self.c
+        print(f"bigram on {c.device}: vocab_size={vocab_size} batch_size={c.batch_size} block_size={c.block_size} "
+              f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}", flush=True)
+        self.t0 = self.last = time.time()
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+        self.stdout = sys.stdout
+        if self.tty: # what is printed clears the progress line first: see write
+            sys.stdout = self
+
+    def write(self, s):
+        self.clear()
+        return self.stdout.write(s)
+
+    def __getattr__(self, name): # the rest of stdout's methods
+        return getattr(self.__dict__.get('stdout'), name)
+
+    def after_step(self, iter):
+        """The progress line: in place on a terminal, every so often in a log."""
+        now = time.time()
+        if now - self.last < (0.5 if self.tty else PROGRESS_EVERY):
+            return
+        self.last = now
+        its = (iter + 1) / (now - self.t0)
+        left = (self.c.max_iters - iter - 1) / its
+        line = f"step {iter + 1}/{self.c.max_iters} | {its:.0f} it/s | {int(left // 60)}m{int(left % 60):02d}s left"
+        if self.tty:
+            sys.stderr.write('\r' + line + '\033[K')
+            self.shown = True
+        else:
+            sys.stderr.write(line + '\n')
+        sys.stderr.flush()
+
+    def clear(self):
+        if self.shown:
+            sys.stderr.write('\r\033[K')
+            sys.stderr.flush()
+            self.shown = False
+
+    def end(self):
+        self.clear()
+        sys.stdout = self.stdout
+        print(f"trained in {time.time() - self.t0:.1f} s")
+
+# ------------
+# the command
+
+def main(argv):
+    if '-h' in argv or '--help' in argv:
+        print(usage())
+        return
+    c = SimpleNamespace(**parse_args(argv))
+    train(c, Run(c))
 
 
 if __name__ == '__main__':
     try:
         main(sys.argv[1:])
+        sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit
     except UsageError as e:
         print(f"bigram.py: error: {e}", file=sys.stderr)
         sys.exit(e.status)

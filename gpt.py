@@ -1,186 +1,61 @@
 """
-gpt.py: the decoder-only transformer of "Let's build GPT: from scratch, in code,
-spelled out", trained on Tiny Shakespeare. Reads top to bottom like the lecture:
-hyperparameters, data, model, training, sampling.
+gpt.py: the decoder-only transformer of "Let's build GPT: from scratch, in code, spelled out", trained on Tiny
+Shakespeare. Part one is the lecture, top to bottom: hyperparameters, data, model, training, sampling. Part two,
+after the marked line, is what the lecture leaves out.
 
-    python gpt.py                                   train (lecture's run on CUDA, a smaller one elsewhere)
-    python gpt.py --max_iters=2000 --n_layer=4      any hyperparameter below as --name=value
+    python gpt.py                                   train (the lecture's run on CUDA, a smaller one elsewhere)
+    python gpt.py --max_iters=2000 --n_layer=4      any hyperparameter as --name=value (python gpt.py --help)
     python gpt.py --resume                          carry on from the checkpoint
     python gpt.py --sample --prompt="ROMEO:"        sample from the checkpoint
     torchrun --standalone --nproc_per_node=8 gpt.py several GPUs (DDP)
 """
-import ctypes
-import math
-import os
-import signal
-import sys
-import time
-from contextlib import nullcontext
-from types import SimpleNamespace
-
-import requests
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# hyperparameters: the lecture's run (about 15 minutes on an A100; used on CUDA)
+# hyperparameters
 batch_size = 64 # how many independent sequences will we process in parallel?
 block_size = 256 # what is the maximum context length for predictions?
-max_iters = 5000
-eval_interval = 500
+max_iters = 5000 # training steps
+eval_interval = 500 # estimate the loss every this many steps...
 learning_rate = 3e-4
-eval_iters = 200
-n_embd = 384
-n_head = 6
-n_layer = 6
-dropout = 0.2
-# the training recipe beyond the lecture; these defaults are the lecture's own (constant lr, AdamW's betas)
-warmup_iters = 0 # linear warmup from 0 to learning_rate over this many steps
-lr_decay = 'none' # 'none' (a constant rate), 'cosine' or 'linear': from learning_rate down to min_lr by max_iters
-min_lr = 0.0
-beta2 = 0.999
-weight_decay = 0.01 # AdamW's default, on the weight matrices and embeddings only (not biases, not LayerNorm)
+device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+eval_iters = 200 # ...over this many batches of each split
+n_embd = 384 # the width of every token's vector
+n_head = 6 # heads of self-attention in each block
+n_layer = 6 # blocks
+dropout = 0.2 # the share of activations zeroed at random in training
+# the training recipe beyond the lecture; these defaults keep the lecture's (a constant rate, AdamW's own betas)
+warmup_iters = 0 # raise the rate linearly from 0 to learning_rate over this many steps
+lr_decay = 'none' # 'none' (a constant rate), 'cosine' or 'linear': from learning_rate down to min_lr at max_iters
+min_lr = 0.0 # where the decay ends
+beta2 = 0.999 # how fast AdamW's second moment forgets
+weight_decay = 0.01 # AdamW's default, on the weight matrices only: see configure_optimizer
 grad_clip = 0.0 # clip the gradient norm to this when > 0
-# the lecture's run takes about a day on a laptop CPU: elsewhere than CUDA these replace the values above
-# (each change measured in the README), unless given on the command line
+# the lecture's run takes about a day on a laptop's CPU: elsewhere than CUDA, these replace the values above that are
+# still the lecture's (an edit of yours above is kept; --config=lecture runs the block above as it stands)
 small = dict(
-    n_layer=4, n_head=4, n_embd=128, # 0.82M parameters: in a fixed time a smaller model taking more steps ends lower
+    n_layer=4, n_head=4, n_embd=128, # 0.82M parameters: in a fixed time, a smaller model taking more steps ends lower
     block_size=128, # half the lecture's context: attention costs half as much per token, little worse for characters
     batch_size=16, # more, smaller steps: a small model early in training learns more per token from them
-    max_iters=4700, # about 9.5 minutes for the whole run on a fast 2-core CPU
-    eval_interval=1000, # evaluations cost time that training could use
-    eval_iters=50,
-    dropout=0.0, # a short run is limited by its steps, not by overfitting: 0.1 gave val 1.559, not 1.504
-    learning_rate=2e-3, # a small model trained briefly takes a larger step
-    warmup_iters=100, # ...which needs a gentle start
+    max_iters=4700, # about 9.5 minutes on a fast 2-core CPU
+    eval_interval=1000, # evaluations take time that training could use...
+    eval_iters=50, # ...and 50 batches estimate the loss to about 0.02
+    dropout=0.0, # a run this short is limited by its steps, not by overfitting
+    learning_rate=2e-3, # a small model trained briefly takes larger steps...
+    warmup_iters=100, # ...which need a gentle start
     lr_decay='linear', # the last steps refine instead of bouncing around...
-    min_lr=0.0, # ...all the way down: val 1.561, not 1.573 with cosine to 2e-4 (whole val split, n_embd 192)
-    beta2=0.99, # few steps: Adam's second moment follows the gradients faster
-    weight_decay=0.1,
-    grad_clip=1.0, # a bad batch cannot throw the large step off course
+    min_lr=0.0, # ...all the way down
+    beta2=0.99, # few steps: the second moment follows the gradients faster
+    weight_decay=0.1, # after nine passes over the text, some regularisation
+    grad_clip=1.0, # a bad batch cannot throw the large steps off course
 )
-config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
-device = '' # 'cuda', 'mps' or 'cpu'; '' picks the first one available
-compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
-seed = 1337
-input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
-data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-ckpt_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpt.pt')
-resume = False # continue training from ckpt_path
-target_loss = 0.0 # when > 0, stop as soon as an evaluation's val loss is this low or lower
-bench = False # time bench_iters training steps and report tokens/s and MFU; no evaluation, no checkpoint
-bench_iters = 10
-# sampling
-sample = False # only sample from the checkpoint at ckpt_path (no training, no input.txt)
-prompt = ''
-max_new_tokens = 500
-temperature = 1.0
-top_k = 0 # sample from the k likeliest characters only; 0: no cutoff
 # ------------
 
-HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
-SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, no traceback."""
-    def __init__(self, message, status=2):
-        super().__init__(message)
-        self.status = status
-
-
-def parse_args(argv):
-    """--name=value for every hyperparameter, typed by its default. Returns (values, names given)."""
-    cfg, given = dict(HYPERPARAMETERS), set()
-    valid = 'valid names: ' + ', '.join(HYPERPARAMETERS)
-    for arg in argv:
-        name, eq, value = arg[2:].partition('=') if arg.startswith('--') else (arg, '', '')
-        if name not in HYPERPARAMETERS:
-            raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
-        default = HYPERPARAMETERS[name]
-        try:
-            if type(default) is bool: # --sample alone means --sample=True
-                cfg[name] = {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
-            else:
-                cfg[name] = type(default)(value)
-        except (KeyError, ValueError):
-            raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
-        given.add(name)
-    return cfg, given
-
-
-def check_config(cfg):
-    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_embd', 'n_head',
-                 'n_layer', 'bench_iters'):
-        if cfg[name] <= 0:
-            raise UsageError(f"--{name}={cfg[name]} must be positive")
-    if cfg['n_embd'] % cfg['n_head']:
-        raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
-    if not 0 <= cfg['dropout'] < 1:
-        raise UsageError(f"--dropout={cfg['dropout']} must be in [0, 1)")
-    if cfg['learning_rate'] <= 0:
-        raise UsageError(f"--learning_rate={cfg['learning_rate']} must be positive")
-    if cfg['temperature'] <= 0:
-        raise UsageError(f"--temperature={cfg['temperature']} must be positive")
-    if cfg['top_k'] < 0:
-        raise UsageError(f"--top_k={cfg['top_k']} must be 0 (no cutoff) or positive")
-    if cfg['max_new_tokens'] < 0:
-        raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
-    if cfg['lr_decay'] not in ('none', 'cosine', 'linear'):
-        raise UsageError(f"--lr_decay={cfg['lr_decay']!r} must be 'none', 'cosine' or 'linear'")
-    if not 0 <= cfg['min_lr'] <= cfg['learning_rate']:
-        raise UsageError(f"--min_lr={cfg['min_lr']} must be in [0, --learning_rate={cfg['learning_rate']}]")
-    if cfg['config'] not in ('auto', 'lecture', 'small'):
-        raise UsageError(f"--config={cfg['config']!r} must be 'auto', 'lecture' or 'small'")
-
-
-def pick_device(name):
-    if not name:
-        return 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-    if name.startswith('cuda') and not torch.cuda.is_available() or name == 'mps' and not torch.backends.mps.is_available():
-        raise UsageError(f"--device={name} is not available on this machine; use --device=cpu")
-    if name.split(':')[0] not in ('cuda', 'mps', 'cpu'):
-        raise UsageError(f"--device={name!r} must be 'cuda', 'mps' or 'cpu'")
-    return name
-
-# ------------
-# data: Tiny Shakespeare, or any UTF-8 text
-
-def load_text(path, url, is_master=True):
-    """The training text; downloaded to path (atomically) if it is not there."""
-    if not os.path.exists(path) and is_master:
-        print(f"downloading {url} to {path}", flush=True)
-        tmp = f"{path}.part{os.getpid()}"
-        try:
-            r = requests.get(url, timeout=30)
-            r.raise_for_status()
-            with open(tmp, 'wb') as f:
-                f.write(r.content)
-            os.replace(tmp, path) # a whole file or none: never a half-written input.txt
-        except (requests.RequestException, OSError) as e:
-            raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
-                             f"download it by hand and save it as {path}, or pass --input_path=", status=1)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    barrier() # in a multi-process run, the others wait for rank 0's download
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
-    try:
-        text = raw.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
-                         "convert it, or pass --input_path= with a UTF-8 file", status=1)
-    if not text:
-        raise UsageError(f"{path} is empty; pass --input_path= with some text", status=1)
-    return text
-
+# data
 
 def tokenizer(chars):
-    # a character-level tokenizer: each character of the vocabulary is one integer
+    # create a mapping from characters to integers
     stoi = { ch:i for i,ch in enumerate(chars) }
     itos = { i:ch for i,ch in enumerate(chars) }
     encode = lambda s: [stoi[c] for c in s] # encoder: take a string, output a list of integers
@@ -188,72 +63,43 @@ def tokenizer(chars):
     return encode, decode
 
 
-def split_data(text, encode, block_size, path='the text'):
+def split_data(text, encode):
     # train and test splits
     data = torch.tensor(encode(text), dtype=torch.long)
     n = int(0.9*len(data)) # first 90% will be train, rest val
-    train_data, val_data = data[:n], data[n:]
-    if len(val_data) <= block_size:
-        raise UsageError(f"{path} has {len(text)} characters, too few for --block_size={block_size}: its last 10% "
-                         f"(the validation split) needs more than {block_size}; use a longer text or a smaller "
-                         "--block_size", status=1)
+    train_data = data[:n]
+    val_data = data[n:]
     return train_data, val_data
 
 
 def get_batch(data, batch_size, block_size, device):
-    # a small batch of inputs x and targets y: y is x shifted one character to the left
+    # generate a small batch of data of inputs x and targets y
     ix = torch.randint(len(data) - block_size, (batch_size,))
     x = torch.stack([data[i:i+block_size] for i in ix])
     y = torch.stack([data[i+1:i+block_size+1] for i in ix])
-    if device.startswith('cuda'): # pinned memory lets the copy overlap with the GPU's work
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
+    x, y = x.to(device), y.to(device)
+    return x, y
 
 
 @torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx=nullcontext()):
-    """Mean loss over eval_iters batches of each split: far less noisy than one batch's loss."""
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
+    # the mean loss over eval_iters batches of each split: far less noisy than one batch's loss
     out = {}
     model.eval()
-    for name, data in splits.items():
-        losses = torch.zeros(eval_iters, device=device)
+    for split, data in splits.items():
+        losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
             X, Y = get_batch(data, batch_size, block_size, device)
-            with ctx:
-                logits, loss = model(X, Y)
-            losses[k] = loss
-        out[name] = all_mean(losses.mean()).item()
+            logits, loss = model(X, Y)
+            losses[k] = loss.item()
+        out[split] = losses.mean().item()
     model.train()
     return out
 
-# ------------
 # model
 
-class Dropout(nn.Module):
-    """ nn.Dropout, with a cheaper random mask on a CPU """
-
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-        # 16 random bits decide each element: it is dropped with probability cut/65536, p to within 1/131072
-        self.cut = round(p * 65536)
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        if x.device.type != 'cpu': # a GPU has a fused dropout kernel
-            return F.dropout(x, self.p, training=True)
-        # nn.Dropout draws one random number per element, which on a CPU took a sixth of the lecture's training step;
-        # one 64-bit draw gives four elements their 16 bits each
-        n = x.numel()
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None).view(torch.int16)[:n].view(x.shape)
-        keep = bits >= self.cut - 32768 # uniform over [-32768, 32767]: true with probability 1 - cut/65536
-        # the kept elements are scaled up so that the expected value stays x, as in nn.Dropout
-        return x * torch.where(keep, 65536 / (65536 - self.cut), 0.0)
-
-
 class Head(nn.Module):
-    """ one head of self-attention (the lecture's version 4; MultiHeadAttention does all heads at once) """
+    """ one head of self-attention (version 4; MultiHeadAttention runs all heads at once the same way) """
 
     def __init__(self, n_embd, head_size, block_size, dropout):
         super().__init__()
@@ -261,16 +107,18 @@ class Head(nn.Module):
         self.query = nn.Linear(n_embd, head_size, bias=False)
         self.value = nn.Linear(n_embd, head_size, bias=False)
         self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)))
+
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        # input of size (batch, time-step, channels), output of size (batch, time-step, head size)
+        # input of size (batch, time-step, channels)
+        # output of size (batch, time-step, head size)
         B,T,C = x.shape
         k = self.key(x)   # (B,T,hs)
         q = self.query(x) # (B,T,hs)
-        # attention scores ("affinities"), scaled by head_size (not C, the lecture's correction) to keep unit variance
+        # compute attention scores ("affinities"), scaled by head_size (not C: the lecture's correction)
         wei = q @ k.transpose(-2,-1) * k.shape[-1]**-0.5 # (B, T, hs) @ (B, hs, T) -> (B, T, T)
-        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, T, T): tokens from the future cannot communicate
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, T, T): the future cannot communicate
         wei = F.softmax(wei, dim=-1) # (B, T, T)
         wei = self.dropout(wei)
         # perform the weighted aggregation of the values
@@ -280,36 +128,32 @@ class Head(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """ multiple heads of self-attention in parallel, the heads batched like the batch dimension (exercise 1) """
+    """ multiple heads of self-attention in parallel: Head, with the heads as one more batch dimension (exercise 1) """
 
-    def __init__(self, n_embd, n_head, dropout):
+    def __init__(self, n_embd, num_heads, head_size, block_size, dropout):
         super().__init__()
-        assert n_embd % n_head == 0
-        self.n_head = n_head
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=False) # query, key, value of every head in one matmul
-        self.proj = nn.Linear(n_embd, n_embd)
-        self.attn_dropout = Dropout(dropout) # on the attention weights, as in Head
-        self.dropout = Dropout(dropout)
+        self.num_heads = num_heads
+        # every head's query, key and value in one Linear: rows [queries of all heads, keys, values], head after head
+        self.qkv = nn.Linear(n_embd, 3 * num_heads * head_size, bias=False)
+        self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)), persistent=False)
+        self.attn_dropout = nn.Dropout(dropout) # Head's dropout, on the attention weights
+        self.proj = nn.Linear(num_heads * head_size, n_embd)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2) # (B,T,C) each
-        # the heads become a batch dimension: (B, T, C) -> (B, nh, T, hs)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        if self.training and self.attn_dropout.p > 0 and x.device.type == 'cpu':
-            # written out as in Head: on a CPU the fused kernel cannot drop attention weights, and its fallback is slower
-            # than this. The scale goes on q and the mask is added: fewer passes over the large (T,T) scores
-            wei = (q * k.size(-1)**-0.5) @ k.transpose(-2, -1) # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
-            wei = wei + torch.full((T, T), float('-inf'), device=x.device).triu(1) # the future gets weight 0
-            wei = self.attn_dropout(F.softmax(wei, dim=-1))
-            out = wei @ v # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
-        else:
-            # softmax(q @ k^T * hs**-0.5, causal mask) @ v by a fused kernel (flash attention on a GPU)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                 dropout_p=self.attn_dropout.p if self.training else 0.0) # (B, nh, T, hs)
-        out = out.transpose(1, 2).contiguous().view(B, T, C) # the heads side by side again
+        B,T,C = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1) # (B,T,nh*hs) each: the heads side by side
+        # the heads become a batch dimension: (B, T, nh*hs) -> (B, nh, T, hs)
+        k = k.view(B, T, self.num_heads, -1).transpose(1, 2)
+        q = q.view(B, T, self.num_heads, -1).transpose(1, 2)
+        v = v.view(B, T, self.num_heads, -1).transpose(1, 2)
+        # then Head.forward, line by line, for every head at once
+        wei = q @ k.transpose(-2,-1) * k.shape[-1]**-0.5 # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)
+        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)
+        wei = F.softmax(wei, dim=-1) # (B, nh, T, T)
+        wei = self.attn_dropout(wei)
+        out = wei @ v # (B, nh, T, T) @ (B, nh, T, hs) -> (B, nh, T, hs)
+        out = out.transpose(1, 2).reshape(B, T, -1) # the heads side by side again, as torch.cat(..., dim=-1) did
         out = self.dropout(self.proj(out))
         return out
 
@@ -323,7 +167,7 @@ class FeedForward(nn.Module):
             nn.Linear(n_embd, 4 * n_embd),
             nn.ReLU(),
             nn.Linear(4 * n_embd, n_embd),
-            Dropout(dropout),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x):
@@ -333,16 +177,17 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """ Transformer block: communication followed by computation """
 
-    def __init__(self, n_embd, n_head, dropout):
+    def __init__(self, n_embd, n_head, block_size, dropout):
         # n_embd: embedding dimension, n_head: the number of heads we'd like
         super().__init__()
-        self.sa = MultiHeadAttention(n_embd, n_head, dropout)
+        head_size = n_embd // n_head
+        self.sa = MultiHeadAttention(n_embd, n_head, head_size, block_size, dropout)
         self.ffwd = FeedForward(n_embd, dropout)
         self.ln1 = nn.LayerNorm(n_embd)
         self.ln2 = nn.LayerNorm(n_embd)
 
     def forward(self, x):
-        x = x + self.sa(self.ln1(x)) # residual connections: gradients flow straight to the input
+        x = x + self.sa(self.ln1(x)) # residual connections: the gradient flows straight through the additions
         x = x + self.ffwd(self.ln2(x))
         return x
 
@@ -355,10 +200,11 @@ class GPTLanguageModel(nn.Module):
         # each token directly reads off the logits for the next token from a lookup table
         self.token_embedding_table = nn.Embedding(vocab_size, n_embd)
         self.position_embedding_table = nn.Embedding(block_size, n_embd)
-        self.blocks = nn.Sequential(*[Block(n_embd, n_head, dropout) for _ in range(n_layer)])
+        self.blocks = nn.Sequential(*[Block(n_embd, n_head, block_size, dropout) for _ in range(n_layer)])
         self.ln_f = nn.LayerNorm(n_embd) # final layer norm
         self.lm_head = nn.Linear(n_embd, vocab_size)
-        # better init, added to the lecture's repo after the video
+
+        # better init, added to the lecture's repository after the video
         self.apply(self._init_weights)
 
     def _init_weights(self, module):
@@ -395,11 +241,11 @@ class GPTLanguageModel(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=0):
         # idx is (B, T) array of indices in the current context
         for _ in range(max_new_tokens):
-            # crop idx to the last block_size tokens: there are no position embeddings beyond
+            # crop idx to the last block_size tokens
             idx_cond = idx[:, -self.block_size:]
             # get the predictions
             logits, loss = self(idx_cond)
-            # focus only on the last time step, sharpened or flattened by the temperature
+            # focus only on the last time step (temperature and top_k: see sample_from_checkpoint)
             logits = logits[:, -1, :] / temperature # becomes (B, C)
             if top_k:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
@@ -412,6 +258,246 @@ class GPTLanguageModel(nn.Module):
             idx = torch.cat((idx, idx_next), dim=1) # (B, T+1)
         return idx
 
+# training
+
+def train(c, run):
+    """ The lecture's run, c holding the hyperparameters; run is part two's machinery, called in single lines. """
+    torch.manual_seed(c.seed)
+
+    text = load_text(c.input_path, c.data_url, c.block_size) # read it in (downloaded on the first run)
+    # here are all the unique characters that occur in this text
+    chars = sorted(list(set(text)))
+    vocab_size = len(chars)
+    encode, decode = tokenizer(chars)
+    train_data, val_data = split_data(text, encode)
+    splits = {'train': train_data, 'val': val_data}
+
+    model = GPTLanguageModel(vocab_size, c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout)
+    m = model.to(c.device)
+    # print the number of parameters in the model
+    print(sum(p.numel() for p in m.parameters())/1e6, 'M parameters')
+
+    # create a PyTorch optimizer (AdamW; weight decay on the matrices only)
+    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.device)
+    model, start_iter = run.begin(m, optimizer, chars) # resume, speed-ups, several processes
+
+    for iter in range(start_iter, c.max_iters):
+
+        # every once in a while evaluate the loss on train and val sets (a resumed run has, where it starts)
+        if iter % c.eval_interval == 0 and iter != run.resumed_at or iter == c.max_iters - 1:
+            losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, c.device)
+            print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if run.after_eval(iter, losses): # history, checkpoint; True at --target_loss
+                break
+
+        # sample a batch of data
+        xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
+
+        # evaluate the loss
+        logits, loss = model(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.before_update(iter) # this step's learning rate; gradient clipping
+        optimizer.step()
+        run.after_step(iter, loss) # progress; Ctrl-C saves and stops
+
+    run.end() # the checkpoint and its history
+
+    # generate from the model
+    context = torch.zeros((1, 1), dtype=torch.long, device=c.device)
+    print(decode(m.generate(context, max_new_tokens=c.max_new_tokens)[0].tolist()))
+
+
+# ======================================================================================================================
+# PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below is what it leaves out, called from above in
+# single lines: the command line and its errors, the download, checkpoints, several processes, progress, the
+# benchmark and the speed-ups.
+# ======================================================================================================================
+import ctypes
+import gc
+import math
+import os
+import re
+import signal
+import sys
+import time
+import traceback
+from types import SimpleNamespace
+
+import requests
+
+# options of a run, given like the hyperparameters (--name=value)
+config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
+compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
+seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
+input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
+data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
+ckpt_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpt.pt')
+resume = False # continue training from ckpt_path
+target_loss = 0.0 # when > 0, stop as soon as an evaluation's val loss is this low or lower
+bench = False # time bench_iters training steps and report tokens/s and MFU; no evaluation, no checkpoint
+bench_iters = 10
+sample = False # only sample from the checkpoint at ckpt_path (no training, no input.txt)
+prompt = '' # the text the sample continues
+max_new_tokens = 500 # how many characters to sample
+temperature = 1.0 # below 1 sharpens the distribution, above 1 flattens it
+top_k = 0 # sample from the k likeliest characters only; 0: no cutoff
+
+HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
+# the values of the names `small` replaces as the lecture has them: one that differs was edited, and is kept
+LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4, eval_iters=200,
+               n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0, lr_decay='none', min_lr=0.0, beta2=0.999,
+               weight_decay=0.01, grad_clip=0.0)
+SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
+PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal the line updates in place)
+
+# ------------
+# the command line
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, no traceback."""
+    def __init__(self, message, status=2):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_args(argv):
+    """--name=value for every hyperparameter, typed by its default. Returns (values, names given)."""
+    cfg, given = dict(HYPERPARAMETERS), set()
+    valid = 'valid names: ' + ', '.join(HYPERPARAMETERS) + ' (python gpt.py --help)'
+    for arg in argv:
+        name, eq, value = arg[2:].partition('=') if arg.startswith('--') else (arg, '', '')
+        if name not in HYPERPARAMETERS:
+            raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
+        default = HYPERPARAMETERS[name]
+        try:
+            if type(default) is bool: # --sample alone means --sample=True
+                cfg[name] = {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
+            else:
+                cfg[name] = type(default)(value)
+        except (KeyError, ValueError):
+            raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
+        given.add(name)
+    return cfg, given
+
+
+def usage():
+    """--help: the commands of the docstring, then every hyperparameter with its default and its comment above."""
+    comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
+    lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
+    for name, default in HYPERPARAMETERS.items():
+        lines.append(f"  {f'--{name}={default}':<26} {comments.get(name, '')}".rstrip())
+    lines += ['', 'elsewhere than CUDA, the small configuration replaces the values still as the lecture has them:',
+              '  ' + ' '.join(f'{k}={v}' for k, v in small.items()) + '  (--config=lecture keeps them)']
+    return '\n'.join(lines)
+
+
+def check_config(cfg):
+    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_embd', 'n_head',
+                 'n_layer', 'bench_iters'):
+        if cfg[name] <= 0:
+            raise UsageError(f"--{name}={cfg[name]} must be positive")
+    if cfg['n_embd'] % cfg['n_head']:
+        raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
+    if not 0 <= cfg['dropout'] < 1:
+        raise UsageError(f"--dropout={cfg['dropout']} must be in [0, 1)")
+    if cfg['learning_rate'] <= 0:
+        raise UsageError(f"--learning_rate={cfg['learning_rate']} must be positive")
+    if cfg['temperature'] <= 0:
+        raise UsageError(f"--temperature={cfg['temperature']} must be positive")
+    if cfg['top_k'] < 0:
+        raise UsageError(f"--top_k={cfg['top_k']} must be 0 (no cutoff) or positive")
+    if cfg['max_new_tokens'] < 0:
+        raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
+    if cfg['lr_decay'] not in ('none', 'cosine', 'linear'):
+        raise UsageError(f"--lr_decay={cfg['lr_decay']!r} must be 'none', 'cosine' or 'linear'")
+    if not 0 <= cfg['min_lr'] <= cfg['learning_rate']:
+        raise UsageError(f"--min_lr={cfg['min_lr']} must be in [0, --learning_rate={cfg['learning_rate']}]")
+    if cfg['config'] not in ('auto', 'lecture', 'small'):
+        raise UsageError(f"--config={cfg['config']!r} must be 'auto', 'lecture' or 'small'")
+
+
+def check_device(name):
+    if name.split(':')[0] not in ('cuda', 'mps', 'cpu'):
+        raise UsageError(f"--device={name!r} must be 'cuda', 'mps' or 'cpu'")
+    if name.startswith('cuda') and not torch.cuda.is_available() or name == 'mps' and not torch.backends.mps.is_available():
+        raise UsageError(f"--device={name} is not available on this machine; use --device=cpu")
+
+
+def choose_config(cfg, given):
+    """Applies the small configuration where it runs. Returns its name, the names it replaced, and those it did not
+    because they were edited at the top of gpt.py."""
+    which = cfg['config'] if cfg['config'] != 'auto' else 'lecture' if cfg['device'].startswith('cuda') else 'small'
+    replaced, edited = [], []
+    if which == 'small':
+        for name, value in small.items():
+            if name in given or value == LECTURE[name]:
+                continue
+            if cfg[name] == LECTURE[name]:
+                cfg[name] = value
+                replaced.append(name)
+            else:
+                edited.append(name)
+    return which, replaced, edited
+
+
+def describe_config(c, which, replaced, edited, world_size, resumed_from):
+    """The first lines of a run: which values run, and where they differ from the block at the top of gpt.py."""
+    lines = [f"config {which} on {c.device}{f' x {world_size} processes' if world_size > 1 else ''}: "
+             f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} "
+             f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
+             f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
+             + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")]
+    if replaced:
+        line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
+        lines.append(f"  on {c.device}, the small configuration (gpt.py line {line}) replaced the lecture's "
+                     f"{', '.join(replaced)}: the lecture's run takes about a day on a CPU (--config=lecture for it)")
+    if edited:
+        lines.append(f"  as edited at the top of gpt.py: {' '.join(f'{k}={getattr(c, k)}' for k in edited)}")
+    return '\n'.join(lines)
+
+# ------------
+# data: Tiny Shakespeare, or any UTF-8 text
+
+def load_text(path, url, block_size=0):
+    """The training text; downloaded to path (atomically) if it is not there."""
+    if not os.path.exists(path) and os.environ.get('RANK', '0') == '0':
+        print(f"downloading {url} to {path}", flush=True)
+        tmp = f"{path}.part{os.getpid()}"
+        try:
+            with requests.get(url, timeout=30, stream=True) as r:
+                r.raise_for_status()
+                with open(tmp, 'wb') as f:
+                    for chunk in r.iter_content(1 << 16):
+                        f.write(chunk)
+            os.replace(tmp, path) # a whole file or none: never a half-written input.txt
+        except (requests.RequestException, OSError) as e:
+            raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
+                             f"download it by hand and save it as {path}, or pass --input_path=", status=1)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    barrier() # in a multi-process run, the others wait for rank 0's download
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                         "convert it, or pass --input_path= with a UTF-8 file", status=1)
+    if not text:
+        raise UsageError(f"{path} is empty; pass --input_path= with some text", status=1)
+    if len(text) - int(0.9 * len(text)) <= block_size:
+        raise UsageError(f"{path} has {len(text)} characters, too few for --block_size={block_size}: its last 10% "
+                         f"(the validation split) needs more than {block_size}; use a longer text or a smaller "
+                         "--block_size", status=1)
+    return text
+
+# ------------
+# the optimizer and its schedule
 
 def configure_optimizer(model, learning_rate, weight_decay, beta2, device):
     # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
@@ -424,14 +510,274 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, device):
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=fused)
 
 
-def get_lr(it, cfg):
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / cfg.warmup_iters
-    if cfg.lr_decay == 'none':
-        return cfg.learning_rate
-    progress = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
-    share = 1.0 - progress if cfg.lr_decay == 'linear' else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.min_lr + share * (cfg.learning_rate - cfg.min_lr)
+def get_lr(it, c):
+    if it < c.warmup_iters:
+        return c.learning_rate * (it + 1) / c.warmup_iters
+    if c.lr_decay == 'none':
+        return c.learning_rate
+    progress = min(1.0, (it - c.warmup_iters) / max(1, c.max_iters - c.warmup_iters))
+    share = 1.0 - progress if c.lr_decay == 'linear' else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return c.min_lr + share * (c.learning_rate - c.min_lr)
+
+# ------------
+# the run: what train() calls
+
+class Run:
+    """Everything a training run does beyond the lecture's loop, in the order train() calls it."""
+
+    def __init__(self, c, which='small', replaced=(), edited=(), ckpt=None):
+        self.c, self.which, self.replaced, self.edited, self.ckpt = c, which, replaced, edited, ckpt
+        self.rank, self.world_size = setup_distributed(c)
+        self.master = self.rank == 0
+        if not self.master: # only rank 0 prints and samples
+            sys.stdout = open(os.devnull, 'w')
+            c.max_new_tokens = 0
+        self.resumed_at = ckpt['iter'] if ckpt else None
+        self.steps = self.resumed_at or 0
+        self.best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
+        self.history = os.path.splitext(c.ckpt_path)[0] + '.csv'
+
+    def begin(self, model, optimizer, chars):
+        """Resume, speed-ups and several processes; returns the model to train and the step to start from."""
+        c = self.c
+        self.raw_model, self.optimizer, self.chars = model, optimizer, chars
+        if self.ckpt:
+            if self.ckpt['chars'] != chars:
+                raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; "
+                                 "resume with the text it was trained on, or start afresh without --resume", status=1)
+            model.load_state_dict(self.ckpt['model'])
+            optimizer.load_state_dict(self.ckpt['optimizer'])
+        if self.ckpt or self.rank:
+            torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
+        model = speed_up(model, c)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None)
+        print(describe_config(c, 'resumed' if self.ckpt else self.which, self.replaced, self.edited, self.world_size,
+                              self.resumed_at), flush=True)
+        self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
+        self.flops = flops_per_iter(self.raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
+        if c.bench:
+            return model, c.max_iters
+        if self.master and (not self.ckpt or not os.path.exists(self.history)): # a resumed run appends to its own
+            with open(self.history, 'w') as f:
+                f.write('step,train_loss,val_loss,elapsed_s\n')
+        # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
+        self.stop_requested = False
+        self.old_handler = signal.signal(signal.SIGINT, self.request_stop)
+        self.progress = Progress(c.max_iters, self.tokens_per_iter, self.flops, c.device) if self.master else None
+        self.t0 = time.time()
+        return model, self.steps
+
+    def request_stop(self, signum, frame):
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def after_eval(self, iter, losses):
+        """Appends to the history, saves a better checkpoint; True where training should stop (--target_loss)."""
+        c = self.c
+        if self.master:
+            with open(self.history, 'a') as f:
+                f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.time() - self.t0:.1f}\n")
+            if losses['val'] < self.best_val_loss:
+                self.best_val_loss = losses['val']
+                if iter > (self.resumed_at or 0):
+                    self.save(iter)
+        reached = c.target_loss > 0 and losses['val'] <= c.target_loss
+        if from_rank_0(reached, c.device): # every rank stops where rank 0's estimate says
+            print(f"reached val loss {losses['val']:.4f} <= {c.target_loss} at step {iter} "
+                  f"after {time.time() - self.t0:.1f} s")
+            return True
+        if self.progress:
+            self.progress.restart(iter) # the evaluation's time does not count as training speed
+        return False
+
+    def before_update(self, iter):
+        for group in self.optimizer.param_groups:
+            group['lr'] = get_lr(iter, self.c)
+        if self.c.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.c.grad_clip)
+
+    def after_step(self, iter, loss):
+        self.steps = iter + 1
+        if self.progress:
+            self.progress.update(self.steps, loss)
+        if self.stop_requested if self.world_size == 1 else any_rank(self.stop_requested, self.c.device):
+            if self.master:
+                self.progress.close()
+                self.save(self.steps)
+                where = '' if self.c.ckpt_path == ckpt_path else f' --ckpt_path={self.c.ckpt_path}'
+                print(f"interrupted at step {self.steps}: saved {self.c.ckpt_path}; continue with 'python gpt.py "
+                      f"--resume{where}' or sample with 'python gpt.py --sample{where}'", file=sys.stderr)
+            raise SystemExit(130)
+
+    def end(self):
+        signal.signal(signal.SIGINT, self.old_handler)
+        if self.master:
+            self.progress.close()
+            self.save(self.steps)
+            print(f"trained in {time.time() - self.t0:.1f} s; saved {self.c.ckpt_path} and {self.history}")
+            plot_history(self.history)
+
+    def save(self, iter):
+        save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss)
+
+
+class Progress:
+    """One line between evaluations: speed, MFU and time left; in place on a terminal, every so often in a log."""
+
+    def __init__(self, max_iters, tokens_per_iter, flops, device):
+        self.max_iters, self.tokens_per_iter, self.flops, self.device = max_iters, tokens_per_iter, flops, device
+        self.peak = None # measured when first needed: short runs skip it
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+        self.restart(0)
+        self.stdout = sys.stdout
+        if self.tty: # what is printed clears the line first: see write
+            sys.stdout = self
+
+    def write(self, s):
+        self.clear()
+        return self.stdout.write(s)
+
+    def __getattr__(self, name): # the rest of stdout's methods
+        return getattr(self.stdout, name)
+
+    def close(self):
+        self.clear()
+        sys.stdout = self.stdout
+
+    def restart(self, iter):
+        self.t0, self.iter0, self.last = time.time(), iter, time.time()
+
+    def update(self, iter, loss):
+        now = time.time()
+        if now - self.last < (0.5 if self.tty else PROGRESS_EVERY) or iter == self.iter0:
+            return
+        its = (iter - self.iter0) / (now - self.t0)
+        if self.peak is None: # measured now, and not counted against the training's speed
+            self.peak = measure_peak_flops(self.device, torch.bfloat16 if autocast_dtype(self.device) else torch.float32)
+            self.restart(iter)
+            return
+        self.last = now
+        left = (self.max_iters - iter) / its
+        line = (f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
+                f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | MFU {100 * its * self.flops / self.peak:.0f}% | "
+                f"{int(left // 60)}m{int(left % 60):02d}s left")
+        if self.tty:
+            sys.stderr.write('\r' + line + '\033[K')
+            self.shown = True
+        else:
+            sys.stderr.write(line + '\n')
+        sys.stderr.flush()
+
+    def clear(self):
+        if self.shown:
+            sys.stderr.write('\r\033[K')
+            sys.stderr.flush()
+            self.shown = False
+
+
+def plot_history(history):
+    """A PNG of the loss curves beside the CSV, where matplotlib happens to be installed."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    import csv
+    with open(history) as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r['step']) for r in rows]
+    plt.figure(figsize=(6, 4))
+    for split in ('train', 'val'):
+        plt.plot(steps, [float(r[f'{split}_loss']) for r in rows], label=split)
+    plt.xlabel('step'); plt.ylabel('loss'); plt.legend(); plt.grid(alpha=0.3)
+    plt.savefig(os.path.splitext(history)[0] + '.png', dpi=100, bbox_inches='tight')
+    plt.close()
+
+# ------------
+# speed: the same model, computed faster
+
+def speed_up(model, c):
+    """The model to train: attention by fused kernels, CPU tricks, bf16 on a GPU, torch.compile."""
+    torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
+    for module in model.modules():
+        if type(module) is MultiHeadAttention:
+            module.__class__ = FusedAttention
+        elif type(module) is nn.Dropout and c.device == 'cpu':
+            module.__class__ = CheapDropout
+    if c.device == 'cpu':
+        keep_freed_memory()
+    if c.compile:
+        model = torch.compile(model)
+    dtype = autocast_dtype(c.device)
+    return Autocast(model, c.device, dtype) if dtype else model
+
+
+class FusedAttention(MultiHeadAttention):
+    """ MultiHeadAttention, computed by a fused kernel (flash attention on a GPU) """
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = [t.view(B, T, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1)] # (B,nh,T,hs)
+        if self.training and self.attn_dropout.p > 0 and x.device.type == 'cpu':
+            # written out: on a CPU the fused kernel cannot drop attention weights, and its fallback is slower than
+            # this. The scale goes on q and the mask is added: fewer passes over the large (T,T) scores
+            wei = (q * k.size(-1)**-0.5) @ k.transpose(-2, -1) # (B, nh, T, T)
+            wei = wei + torch.full((T, T), float('-inf'), device=x.device).triu(1) # the future gets weight 0
+            out = self.attn_dropout(F.softmax(wei, dim=-1)) @ v # (B, nh, T, hs)
+        else:
+            # softmax(q @ k^T * hs**-0.5, causal mask) @ v in one kernel
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                 dropout_p=self.attn_dropout.p if self.training else 0.0)
+        return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
+
+
+class CheapDropout(nn.Dropout):
+    """ nn.Dropout with a cheaper random mask on a CPU, where nn.Dropout's took a sixth of the lecture's step """
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        # 16 random bits decide each element: it is dropped with probability cut/65536, p to within 1/131072;
+        # one 64-bit draw gives four elements their 16 bits each, instead of one draw per element
+        cut = round(self.p * 65536)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None).view(torch.int16)[:n].view(x.shape)
+        keep = bits >= cut - 32768 # uniform over [-32768, 32767]: true with probability 1 - cut/65536
+        # the kept elements are scaled up so that the expected value stays x, as in nn.Dropout
+        return x * torch.where(keep, 65536 / (65536 - cut), 0.0)
+
+
+def keep_freed_memory():
+    """On Linux, glibc gives every freed block over 32 MB back to the system, so each training step on a CPU asks for
+    its activations afresh and the kernel zeroes them page by page: a fifth of the lecture's step. Keep them instead."""
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt(-4, 0) # M_MMAP_MAX: serve no block by mmap, so none goes back when freed...
+        libc.mallopt(-1, 2**31 - 1) # M_TRIM_THRESHOLD: ...and keep the freed top of the heap
+    except (OSError, AttributeError): # another system or C library: nothing to do
+        pass
+
+
+def autocast_dtype(device):
+    # bf16 on a GPU that has it: twice the matmul speed, and no loss scaling needed
+    return torch.bfloat16 if device.startswith('cuda') and torch.cuda.is_bf16_supported() else None
+
+
+class Autocast(nn.Module):
+    """ The model's forward under autocast (training and evaluation; sampling runs the model itself, in fp32) """
+
+    def __init__(self, model, device, dtype):
+        super().__init__()
+        self.model, self.device_type, self.dtype = model, device.split(':')[0], dtype
+
+    def forward(self, *args):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.model(*args)
 
 
 def flops_per_iter(model, batch_size, block_size):
@@ -459,64 +805,72 @@ def measure_peak_flops(device, dtype):
     return 2 * n**3 / best
 
 
-def keep_freed_memory():
-    """On Linux, glibc gives every freed block over 32 MB back to the system, so each training step on a CPU asks for
-    its activations afresh and the kernel zeroes them page by page: a fifth of the lecture's step. Keep them instead."""
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-4, 0) # M_MMAP_MAX: serve no block by mmap, so none goes back when freed...
-        libc.mallopt(-1, 2**31 - 1) # M_TRIM_THRESHOLD: ...and keep the freed top of the heap
-    except (OSError, AttributeError): # another system or C library: nothing to do
-        pass
-
-
 def sync(device):
     if device.startswith('cuda'):
         torch.cuda.synchronize()
     elif device == 'mps':
         torch.mps.synchronize()
 
+
+def benchmark(c, run):
+    """--bench: times training steps of the model python gpt.py would train; no evaluation, no checkpoint."""
+    torch.manual_seed(c.seed)
+    text = load_text(c.input_path, c.data_url, c.block_size)
+    chars = sorted(set(text))
+    train_data, _ = split_data(text, tokenizer(chars)[0])
+    model = GPTLanguageModel(len(chars), c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
+    print(sum(p.numel() for p in model.parameters())/1e6, 'M parameters')
+    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, c.device)
+    model, _ = run.begin(model, optimizer, chars)
+    def step():
+        xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
+        _, loss = model(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for _ in range(2): # warm up: allocator, kernels, compilation
+        step()
+    sync(c.device)
+    t = time.perf_counter()
+    for _ in range(c.bench_iters):
+        step()
+    sync(c.device)
+    dt = (time.perf_counter() - t) / c.bench_iters
+    peak = measure_peak_flops(c.device, torch.bfloat16 if autocast_dtype(c.device) else torch.float32)
+    print(f"bench: {dt * 1000:.1f} ms/iter | {run.tokens_per_iter / dt / 1000:.1f}k tok/s | "
+          f"{run.flops / dt / 1e9:.1f} GFLOP/s of a measured matmul peak of {peak / 1e9:.1f} GFLOP/s: "
+          f"MFU {100 * run.flops / dt / peak:.1f}%")
+
 # ------------
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
 
-def setup_distributed(device='cpu'):
-    """(rank, local_rank, world_size); joins the process group when torchrun's environment is present."""
+def setup_distributed(c):
+    """(rank, world_size); joins the process group when torchrun's environment is present."""
     if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
-        return 0, 0, 1
+        return 0, 1
     import datetime
     import torch.distributed as dist
+    # imported before the process group exists, not by DDP after it: its functions' defaults (group=group.WORLD) would
+    # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
+    import torch.distributed.nn.functional
     rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ['WORLD_SIZE'])
-    backend = 'nccl' if device.startswith('cuda') else 'gloo_one_worker'
-    if backend == 'nccl':
+    if c.device.startswith('cuda'):
+        c.device = f'cuda:{local_rank}'
         torch.cuda.set_device(local_rank)
-    elif backend not in dist.Backend.backend_list:
-        dist.Backend.register_backend(backend, gloo_one_worker, devices=['cpu'])
     # a rank that dies or hangs makes the others fail after this long instead of waiting forever
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
-    return rank, local_rank, world_size
+    dist.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo', timeout=datetime.timedelta(minutes=10))
+    return rank, world_size
 
 
-def gloo_one_worker(store, rank, world_size, timeout):
-    """Gloo with one worker thread instead of two, so that teardown_distributed can know all its work is released.
-    A worker thread drops its last reference to a finished all-reduce some time after the result is out. The ones that
-    DDP starts inside loss.backward() hold a Python object (the context backward keeps in thread-local state), so the
-    worker needs the GIL for that; if the interpreter has begun to shut down, it cannot have it and the process aborts
-    with 'terminate called without an active exception' (torch 2.13; pytorch/pytorch#190489, and #179291 on why
-    destroy_process_group does not help: the process group outlives it). One worker runs the collectives in order and
-    releases each before it starts the next."""
-    from torch.distributed import ProcessGroupGloo
-    options = ProcessGroupGloo._Options()
-    options._devices = [ProcessGroupGloo.create_default_device()]
-    options._threads = 1
-    options._timeout = timeout
-    return ProcessGroupGloo(store, rank, world_size, options)
-
-
-def teardown_distributed(wait=True):
+def teardown_distributed():
+    """Frees the process group while Python is fully alive, so that its threads are joined now, not at exit.
+    A gloo thread left running drops its last reference to a finished all-reduce some time after the result is out;
+    that releases Python objects (the tensors, and the context loss.backward() keeps in thread-local state), which
+    needs the GIL, and once the interpreter has begun to shut down the thread cannot have it: the process aborts
+    with 'terminate called without an active exception' (torch 2.13; see pytorch/pytorch#179291)."""
     if distributed():
-        if wait:
-            torch.distributed.barrier() # with one gloo worker, every earlier collective is released when this returns
-        torch.distributed.destroy_process_group()
+        gc.collect() # the DDP wrapper and its reducer hold the process group: let them go first
+        torch.distributed.destroy_process_group() # the last reference: its destructor joins the threads
 
 
 def distributed():
@@ -528,18 +882,24 @@ def barrier():
         torch.distributed.barrier()
 
 
-def all_mean(t):
-    if distributed():
-        t = t.clone()
-        torch.distributed.all_reduce(t)
-        t /= torch.distributed.get_world_size()
-    return t
+def any_rank(flag, device):
+    t = torch.tensor(float(flag), device=device)
+    torch.distributed.all_reduce(t)
+    return t.item() > 0
+
+
+def from_rank_0(flag, device):
+    if not distributed():
+        return flag
+    t = torch.tensor(float(flag), device=device)
+    torch.distributed.broadcast(t, 0)
+    return t.item() > 0
 
 # ------------
 # checkpoints
 
-def save_checkpoint(path, model, optimizer, cfg, chars, iter, best_val_loss):
-    ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(cfg),
+def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss):
+    ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c),
             'chars': chars, 'iter': iter, 'best_val_loss': best_val_loss}
     tmp = f"{path}.tmp{os.getpid()}"
     try:
@@ -557,7 +917,7 @@ def load_checkpoint(path):
         raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --ckpt_path=", status=1)
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
-        assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
+        assert isinstance(ckpt, dict) and {'model', 'optimizer', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
         ckpt['config'].setdefault('lr_decay', 'cosine' if ckpt['config'].get('min_lr', 0) > 0 else 'none') # older files
     except Exception as e:
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "
@@ -575,246 +935,8 @@ def apply_checkpoint_config(cfg, given, ckpt, keys):
         if name not in given:
             cfg[name] = saved
 
-# ------------
-# the run
 
-def main(argv):
-    cfg, given = parse_args(argv)
-    dev = pick_device(cfg['device'])
-    if cfg['sample']:
-        return sample_from_checkpoint(cfg, given, dev)
-    rank, local_rank, world_size = setup_distributed(dev)
-    if world_size > 1 and dev.startswith('cuda'):
-        dev = f'cuda:{local_rank}'
-    log = print if rank == 0 else (lambda *a, **k: None)
-    everyone_here = False
-    try:
-        train(cfg, given, dev, rank, world_size, log)
-        everyone_here = True
-    except SystemExit: # Ctrl-C: the ranks agreed to stop at the same step
-        everyone_here = True
-        raise
-    finally:
-        teardown_distributed(wait=everyone_here) # after one rank's error the others may never come to a barrier
-
-
-def train(cfg, given, dev, rank, world_size, log):
-    master = rank == 0
-    ckpt = None
-    if cfg['resume']:
-        ckpt = load_checkpoint(cfg['ckpt_path'])
-        # the run carries on as it started: its shape and recipe, unless overridden here
-        apply_checkpoint_config(cfg, given, ckpt, SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters',
-            'dropout', 'learning_rate', 'warmup_iters', 'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'seed'))
-        which = 'resumed'
-    else:
-        which = cfg['config'] if cfg['config'] != 'auto' else 'lecture' if dev.startswith('cuda') else 'small'
-        if which == 'small':
-            cfg.update({k: v for k, v in small.items() if k not in given})
-    check_config(cfg)
-    c = SimpleNamespace(**cfg)
-    if dev == 'cpu':
-        keep_freed_memory()
-    torch.manual_seed(c.seed + rank) # each rank draws different batches
-    torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
-    # bf16 on a GPU: twice the matmul speed, no loss scaling needed
-    use_bf16 = dev.startswith('cuda') and torch.cuda.is_bf16_supported()
-    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-    text = load_text(c.input_path, c.data_url, master)
-    # here are all the unique characters that occur in this text
-    chars = sorted(set(text))
-    vocab_size = len(chars)
-    if ckpt is not None and ckpt['chars'] != chars:
-        raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; "
-                         "resume with the text it was trained on, or start afresh without --resume", status=1)
-    encode, decode = tokenizer(chars)
-    train_data, val_data = split_data(text, encode, c.block_size, c.input_path)
-
-    model = GPTLanguageModel(vocab_size, c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(dev)
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, dev)
-    start_iter, best_val_loss = 0, float('inf')
-    if ckpt is not None:
-        model.load_state_dict(ckpt['model'])
-        if 'optimizer' in ckpt:
-            optimizer.load_state_dict(ckpt['optimizer'])
-        start_iter, best_val_loss = ckpt['iter'], ckpt['best_val_loss']
-        torch.manual_seed(c.seed + rank + start_iter) # fresh batches, not a replay of the first ones
-    raw_model = model # what a checkpoint holds, without the wrappers below
-    if c.compile:
-        model = torch.compile(model)
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, device_ids=[int(dev.split(':')[1])] if dev.startswith('cuda') else None)
-
-    # print the number of parameters in the model
-    log(sum(p.numel() for p in raw_model.parameters())/1e6, 'M parameters')
-    tokens_per_iter = c.batch_size * c.block_size * world_size
-    log(f"config {which} on {dev}{f' x {world_size} processes' if world_size > 1 else ''}: "
-        f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} "
-        f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
-        f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
-        + (f", from step {start_iter} of {c.ckpt_path}" if ckpt else ""), flush=True)
-    peak = lambda: measure_peak_flops(dev, torch.bfloat16 if use_bf16 else torch.float32)
-    flops = flops_per_iter(raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
-
-    if c.bench:
-        return benchmark(model, optimizer, train_data, c, dev, ctx, flops, peak(), tokens_per_iter, log)
-
-    history = os.path.splitext(c.ckpt_path)[0] + '.csv'
-    if master and (not ckpt or not os.path.exists(history)): # a resumed run appends to its history, if it has one
-        with open(history, 'w') as f:
-            f.write('step,train_loss,val_loss,elapsed_s\n')
-
-    # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
-    stop = {'requested': False}
-    def request_stop(signum, frame):
-        if stop['requested']:
-            raise KeyboardInterrupt
-        stop['requested'] = True
-    old_handler = signal.signal(signal.SIGINT, request_stop)
-    splits = {'train': train_data, 'val': val_data}
-    progress = Progress(c.max_iters, tokens_per_iter, flops, peak) if master else None
-    t0 = time.time()
-    iter = start_iter
-    while iter < c.max_iters:
-        # every once in a while evaluate the loss on train and val sets
-        if (iter % c.eval_interval == 0 and iter != start_iter or iter == 0) or iter == c.max_iters - 1:
-            progress and progress.clear()
-            losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, dev, ctx)
-            log(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
-            if master:
-                with open(history, 'a') as f:
-                    f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.time() - t0:.1f}\n")
-            if losses['val'] < best_val_loss:
-                best_val_loss = losses['val']
-                if master and iter > start_iter:
-                    save_checkpoint(c.ckpt_path, raw_model, optimizer, c, chars, iter, best_val_loss)
-            if c.target_loss > 0 and losses['val'] <= c.target_loss:
-                log(f"reached val loss {losses['val']:.4f} <= {c.target_loss} at step {iter} "
-                    f"after {time.time() - t0:.1f} s")
-                break
-            progress and progress.restart(iter)
-
-        # sample a batch of data
-        xb, yb = get_batch(train_data, c.batch_size, c.block_size, dev)
-
-        # evaluate the loss
-        for group in optimizer.param_groups:
-            group['lr'] = get_lr(iter, c)
-        with ctx:
-            logits, loss = model(xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        optimizer.step()
-        iter += 1
-        if progress:
-            progress.update(iter, loss)
-        if stop['requested'] if world_size == 1 else all_mean(torch.tensor(float(stop['requested']), device=dev)) > 0:
-            progress and progress.clear()
-            if master:
-                save_checkpoint(c.ckpt_path, raw_model, optimizer, c, chars, iter, best_val_loss)
-            where = '' if c.ckpt_path == ckpt_path else f' --ckpt_path={c.ckpt_path}'
-            log(f"interrupted at step {iter}: saved {c.ckpt_path}; continue with 'python gpt.py --resume{where}' "
-                f"or sample with 'python gpt.py --sample{where}'", file=sys.stderr)
-            raise SystemExit(130)
-    signal.signal(signal.SIGINT, old_handler)
-    progress and progress.clear()
-    if not master:
-        return
-    save_checkpoint(c.ckpt_path, raw_model, optimizer, c, chars, iter, best_val_loss)
-    log(f"trained in {time.time() - t0:.1f} s; saved {c.ckpt_path} and {history}")
-    plot_history(history)
-
-    # generate from the model
-    context = torch.zeros((1, 1), dtype=torch.long, device=dev)
-    print(decode(raw_model.generate(context, max_new_tokens=c.max_new_tokens)[0].tolist()))
-
-
-class Progress:
-    """One line between evaluations: speed, MFU and time left; in place on a terminal, every 30 s in a log."""
-
-    def __init__(self, max_iters, tokens_per_iter, flops, measure_peak):
-        self.max_iters, self.tokens_per_iter, self.flops = max_iters, tokens_per_iter, flops
-        self.measure_peak, self.peak = measure_peak, None # measured when first needed: short runs skip it
-        self.tty = sys.stderr.isatty()
-        self.shown = False
-        self.restart(0)
-
-    def restart(self, iter):
-        self.t0, self.iter0, self.last = time.time(), iter, time.time()
-
-    def update(self, iter, loss):
-        now = time.time()
-        if now - self.last < (0.5 if self.tty else 30) or iter == self.iter0:
-            return
-        its = (iter - self.iter0) / (now - self.t0)
-        if self.peak is None:
-            self.peak = self.measure_peak()
-            now = self.t0 = time.time() # not counted against the training's speed
-            self.iter0 = iter
-        self.last = now
-        left = (self.max_iters - iter) / its
-        line = (f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
-                f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | MFU {100 * its * self.flops / self.peak:.0f}% | "
-                f"{int(left // 60)}m{int(left % 60):02d}s left")
-        if self.tty:
-            sys.stderr.write('\r' + line + '\033[K')
-            self.shown = True
-        else:
-            sys.stderr.write(line + '\n')
-        sys.stderr.flush()
-
-    def clear(self):
-        if self.shown:
-            sys.stderr.write('\r\033[K')
-            sys.stderr.flush()
-            self.shown = False
-
-
-def benchmark(model, optimizer, train_data, c, dev, ctx, flops, peak, tokens_per_iter, log):
-    def step():
-        xb, yb = get_batch(train_data, c.batch_size, c.block_size, dev)
-        with ctx:
-            _, loss = model(xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    for _ in range(2): # warm up: allocator, kernels, compilation
-        step()
-    sync(dev)
-    t = time.perf_counter()
-    for _ in range(c.bench_iters):
-        step()
-    sync(dev)
-    dt = (time.perf_counter() - t) / c.bench_iters
-    log(f"bench: {dt * 1000:.1f} ms/iter | {tokens_per_iter / dt / 1000:.1f}k tok/s | "
-        f"{flops / dt / 1e9:.1f} GFLOP/s of a measured matmul peak of {peak / 1e9:.1f} GFLOP/s: MFU {100 * flops / dt / peak:.1f}%")
-
-
-def plot_history(history):
-    """A PNG of the loss curves beside the CSV, where matplotlib happens to be installed."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    import csv
-    with open(history) as f:
-        rows = list(csv.DictReader(f))
-    steps = [int(r['step']) for r in rows]
-    plt.figure(figsize=(6, 4))
-    for split in ('train', 'val'):
-        plt.plot(steps, [float(r[f'{split}_loss']) for r in rows], label=split)
-    plt.xlabel('step'); plt.ylabel('loss'); plt.legend(); plt.grid(alpha=0.3)
-    plt.savefig(os.path.splitext(history)[0] + '.png', dpi=100, bbox_inches='tight')
-    plt.close()
-
-
-def sample_from_checkpoint(cfg, given, dev):
+def sample_from_checkpoint(cfg, given):
     ckpt = load_checkpoint(cfg['ckpt_path'])
     apply_checkpoint_config(cfg, given, ckpt, SHAPE)
     check_config(cfg)
@@ -826,18 +948,54 @@ def sample_from_checkpoint(cfg, given, dev):
                          "use only characters of the text it was trained on")
     model = GPTLanguageModel(len(chars), cfg['block_size'], cfg['n_embd'], cfg['n_head'], cfg['n_layer'])
     model.load_state_dict(ckpt['model'])
-    model.to(dev).eval()
+    model.to(cfg['device']).eval()
     torch.manual_seed(cfg['seed'])
     # an empty prompt starts from a newline, as the lecture starts from token 0
     start = cfg['prompt'] or ('\n' if '\n' in chars else chars[0])
-    idx = torch.tensor([encode(start)], dtype=torch.long, device=dev)
+    idx = torch.tensor([encode(start)], dtype=torch.long, device=cfg['device'])
     out = model.generate(idx, cfg['max_new_tokens'], cfg['temperature'], cfg['top_k'])[0].tolist()
     print(cfg['prompt'] + decode(out[len(start):]))
+
+# ------------
+# the command
+
+RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dropout', 'learning_rate', 'warmup_iters',
+                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'seed') # what --resume carries on
+
+
+def main(argv):
+    if '-h' in argv or '--help' in argv:
+        print(usage())
+        return
+    cfg, given = parse_args(argv)
+    check_device(cfg['device'])
+    if cfg['sample']:
+        return sample_from_checkpoint(cfg, given)
+    ckpt, which, replaced, edited = None, None, [], []
+    if cfg['resume']: # the run carries on as it started: its shape and recipe, unless given here
+        ckpt = load_checkpoint(cfg['ckpt_path'])
+        apply_checkpoint_config(cfg, given, ckpt, RECIPE)
+    else:
+        which, replaced, edited = choose_config(cfg, given)
+    check_config(cfg)
+    c = SimpleNamespace(**cfg)
+    run = Run(c, which, replaced, edited, ckpt)
+    try:
+        if c.bench:
+            benchmark(c, run)
+        else:
+            train(c, run)
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__) # its frames hold the DDP wrapper: let teardown_distributed free it
+        raise
+    finally:
+        teardown_distributed()
 
 
 if __name__ == '__main__':
     try:
         main(sys.argv[1:])
+        sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit
     except UsageError as e:
         if os.environ.get('RANK', '0') == '0': # under torchrun every rank finds the same error: one says it
             print(f"gpt.py: error: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """One optimizer step where each rank takes its share of a fixed batch (used by test_ddp.py, under torchrun)."""
+import os
 import sys
 
 import torch
@@ -23,8 +24,12 @@ def one_step(gpt, rank=0, world_size=1):
 if __name__ == '__main__':
     sys.path.insert(0, sys.argv[2])
     import gpt
-    rank, local_rank, world_size = gpt.setup_distributed()
+    threads = lambda: len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 0
+    before = threads()
+    rank, world_size = gpt.setup_distributed(gpt.SimpleNamespace(device='cpu'))
     step = one_step(gpt, rank, world_size)
     if rank == 0:
         torch.save(step, sys.argv[1])
     gpt.teardown_distributed() # gpt.py's own ending: without it a rank can abort at exit
+    with open(f'{sys.argv[1]}.threads{rank}', 'w') as f: # how many threads the process group left behind
+        f.write(f'{threads() - before}\n')

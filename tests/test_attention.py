@@ -95,7 +95,7 @@ def test_batched_multi_head_attention_equals_separate_heads_concatenated():
     torch.manual_seed(0)
     n_embd, n_head, T = 48, 6, 12
     hs = n_embd // n_head
-    mha = gpt.MultiHeadAttention(n_embd, n_head, dropout=0.0).eval()
+    mha = gpt.MultiHeadAttention(n_embd, n_head, hs, T, dropout=0.0).eval()
     heads = [gpt.Head(n_embd, hs, T, dropout=0.0).eval() for _ in range(n_head)]
     with torch.no_grad(): # give the separate heads the batched module's weights: rows q, then k, then v
         wq, wk, wv = mha.qkv.weight.split(n_embd, dim=0)
@@ -111,7 +111,7 @@ def test_batched_multi_head_attention_equals_separate_heads_concatenated():
 
 def test_layernorm_at_init_normalises_each_token():
     torch.manual_seed(0)
-    block = gpt.Block(n_embd=64, n_head=4, dropout=0.0)
+    block = gpt.Block(n_embd=64, n_head=4, block_size=10, dropout=0.0)
     x = torch.randn(8, 10, 64) * 5 + 3 # far from mean 0, std 1
     out = block.ln1(x)
     assert torch.allclose(out.mean(-1), torch.zeros(8, 10), atol=1e-5) # per token, across its features
@@ -121,7 +121,7 @@ def test_layernorm_at_init_normalises_each_token():
 
 def test_dropout_drops_a_fraction_p_and_keeps_the_mean():
     torch.manual_seed(0)
-    drop = gpt.Dropout(0.2)
+    drop = gpt.CheapDropout(0.2)
     x = torch.ones(1_000_000, requires_grad=True)
     y = drop(x)
     dropped = y == 0
@@ -137,13 +137,19 @@ def test_dropout_drops_a_fraction_p_and_keeps_the_mean():
     assert torch.equal(drop.eval()(x), x) # and none at evaluation
 
 
-def test_written_out_attention_equals_the_fused_kernel():
-    # in training with dropout, a CPU runs the attention written out; with a dropout too small to drop anything
-    # (p rounds to 0 in 16 bits), it must give what the fused kernel gives
+def test_the_fused_attention_of_part_two_equals_the_lectures():
+    # part two swaps MultiHeadAttention for FusedAttention to train: the fused kernel, and on a CPU in training with
+    # dropout the attention written out; with a dropout too small to drop anything (p rounds to 0 in 16 bits) both
+    # must give what part one's MultiHeadAttention gives, the same weights read the same way
     torch.manual_seed(0)
-    mha = gpt.MultiHeadAttention(n_embd=48, n_head=6, dropout=1e-6)
-    x = torch.randn(3, 12, 48)
-    assert torch.allclose(mha.train()(x), mha.eval()(x), atol=1e-5)
+    model = tiny_model(dropout=1e-6)
+    x = torch.randint(11, (3, 16))
+    lecture = model(x)[0]
+    fast = gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False))
+    assert {type(m) for m in fast.modules()} >= {gpt.FusedAttention, gpt.CheapDropout}
+    assert gpt.MultiHeadAttention not in {type(m) for m in fast.modules()}
+    assert torch.allclose(fast.eval()(x)[0], lecture, atol=1e-5) # the fused kernel
+    assert torch.allclose(fast.train()(x)[0], lecture, atol=1e-5) # written out, for training with dropout
 
 
 def test_tokens_from_the_future_cannot_communicate_in_training_either():

@@ -32,7 +32,7 @@ def test_tiny_shakespeare_has_the_lectures_size_and_vocabulary():
 def test_split_is_first_90_percent_then_last_10(script):
     text = open(TINY).read()
     encode, decode = script.tokenizer(sorted(set(text)))
-    train, val = script.split_data(text, encode, 8)
+    train, val = script.split_data(text, encode)
     assert len(train) == int(0.9 * len(text)) and len(train) + len(val) == len(text)
     assert decode(train.tolist()) + decode(val.tolist()) == text
 

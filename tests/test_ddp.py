@@ -17,7 +17,7 @@ def torchrun(*args, timeout=150):
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
-def test_two_processes_train_and_print_each_step_once(tiny_text):
+def test_two_processes_train_and_print_each_step_once(tiny_text, capsys):
     r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={tiny_text}',
                  f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=20', '--eval_interval=10')
     assert r.returncode == 0, r.stderr[-3000:]
@@ -25,13 +25,23 @@ def test_two_processes_train_and_print_each_step_once(tiny_text):
     assert len(re.findall(r'M parameters$', r.stdout, re.M)) == 1
     assert 'on cpu x 2 processes' in r.stdout and 'batch_size=8 per rank, 16 in all' in r.stdout
     assert len(re.findall(r'^trained in', r.stdout, re.M)) == 1 # one checkpoint writer, one sampler
-    assert os.path.exists(tiny_text.parent / 'gpt.pt')
+    saved = gpt.load_checkpoint(str(tiny_text.parent / 'gpt.pt'))
+    model = gpt.GPTLanguageModel(len(saved['chars']), 16, 32, 2, 2)
+    model.load_state_dict(saved['model']) # the model's own names, not DDP's 'module.' ones
+    # one process with the same seed and batch: ranks that shared a seed, or trained without DDP's averaging,
+    # would end with exactly these weights
+    gpt.main([*TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/one.pt', '--max_iters=20',
+              '--eval_interval=10'])
+    alone = torch.load(tiny_text.parent / 'one.pt')['model']
+    assert not all(torch.allclose(saved['model'][name], alone[name]) for name in alone)
 
 
 def test_two_ranks_on_half_batches_equal_one_process_on_the_whole(tmp_path):
     step = os.path.join(ROOT, 'tests', 'ddp_step.py')
     r = torchrun(step, str(tmp_path / 'ddp.pt'), ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
+    # teardown_distributed joined the process group's threads: none is left to release its work after Python's end
+    assert [(tmp_path / f'ddp.pt.threads{rank}').read_text() for rank in (0, 1)] == ['0\n', '0\n']
     ddp, one = torch.load(tmp_path / 'ddp.pt'), one_step(gpt) # the whole batch in this process
     torch.manual_seed(0)
     init = gpt.GPTLanguageModel(vocab_size=13, block_size=16, n_embd=32, n_head=4, n_layer=2).state_dict()
