@@ -98,8 +98,10 @@ def test_gpt_invalid_combinations_are_refused_before_training(args, words, tiny_
 def test_bad_text_gives_a_clear_error(script, content, words, tmp_path, capsys):
     path = tmp_path / 'mine.txt'
     path.write_bytes(content)
-    with pytest.raises(script.UsageError) as e: # in this process; the terminal's view is checked below
-        script.main([f'--input_path={path}', '--block_size=16', *(TINY_GPT[:3] if script is gpt else [])])
+    # in this process (the terminal's view is checked below); were the check broken, a short run, all in tmp_path
+    tiny = [*TINY_GPT[:5], f'--ckpt_path={tmp_path}/gpt.pt'] if script is gpt else []
+    with pytest.raises(script.UsageError) as e:
+        script.main([f'--input_path={path}', '--block_size=16', '--max_iters=1', '--eval_iters=1', *tiny])
     assert e.value.status == 1 and words in str(e.value)
     assert path.read_bytes() == content # nothing touched
     assert os.listdir(tmp_path) == ['mine.txt'] # and nothing made
@@ -124,9 +126,10 @@ def test_any_utf8_text_trains(tmp_path):
 
 
 class Server:
-    """A real HTTP server on loopback that serves one file, as the char-rnn URL does."""
+    """A real HTTP server on loopback that serves one file, as the char-rnn URL does; with cut, the connection
+    breaks after that many bytes of it."""
 
-    def __init__(self, body):
+    def __init__(self, body, cut=None):
         body_ = body
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -137,7 +140,8 @@ class Server:
                 self.send_response(200)
                 self.send_header('Content-Length', str(len(body_)))
                 self.end_headers()
-                self.wfile.write(body_)
+                self.wfile.write(body_[:cut])
+                self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -169,10 +173,12 @@ def test_download_writes_the_served_bytes(script, tmp_path):
     assert made == (['gpt.csv', 'gpt.pt', 'input.txt'] if script == 'gpt.py' else ['input.txt'])
 
 
-@pytest.mark.parametrize('script, where', [('gpt.py', 'closed port'), ('bigram.py', 'missing file')])
+@pytest.mark.parametrize('script, where', [('gpt.py', 'closed port'), ('bigram.py', 'missing file'),
+                                           ('gpt.py', 'broken off'), ('bigram.py', 'broken off')])
 def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
-    server = Server(b'hello')
-    url = server.url if where == 'missing file' else server.url.rsplit(':', 1)[0] + ':9/input.txt'
+    body = open(TINY, 'rb').read() * 40 # 320 kB: several chunks reach the disk before the connection breaks
+    server = Server(body, cut=len(body) // 2 if where == 'broken off' else None)
+    url = server.url if where != 'closed port' else server.url.rsplit(':', 1)[0] + ':9/input.txt'
     if where == 'missing file':
         url = url.replace('input.txt', 'nothing.txt') # the server answers 404
     try:

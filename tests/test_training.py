@@ -1,0 +1,200 @@
+"""The training run as gpt.py's main() runs it: what the loop really does, not what its helpers would do alone."""
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+import gpt
+from conftest import ROOT, TINY, TINY_GPT
+
+
+def run_in_process(tmp_path, *args):
+    """gpt.main on the tiny text, in this process (no start-up of torch)."""
+    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', *args])
+    return tmp_path / 'gpt.pt'
+
+
+@pytest.fixture
+def optimizer_steps():
+    """What the loop hands AdamW at every step: the learning rate of each group and the gradient's norm."""
+    seen = []
+    def record(optimizer, args, kwargs):
+        params = [p for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
+        seen.append(([g['lr'] for g in optimizer.param_groups], torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])).item()))
+    handle = register_optimizer_step_pre_hook(record)
+    yield seen
+    handle.remove()
+
+
+def test_the_loop_sets_the_scheduled_rate_at_every_step_and_again_on_resume(tmp_path, optimizer_steps, capsys):
+    recipe = ['--learning_rate=1e-2', '--warmup_iters=3', '--lr_decay=linear', '--max_new_tokens=0']
+    ckpt = run_in_process(tmp_path, *recipe, '--max_iters=12', '--eval_interval=100')
+    c = gpt.SimpleNamespace(learning_rate=1e-2, warmup_iters=3, lr_decay='linear', min_lr=0.0, max_iters=12)
+    expected = [gpt.get_lr(it, c) for it in range(12)]
+    assert [lrs for lrs, _ in optimizer_steps] == [[lr, lr] for lr in expected] # both groups, every step
+    assert expected[2] == 1e-2 and expected[-1] < 2e-3 # it warmed up, then decayed
+    del optimizer_steps[:]
+    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', '--max_iters=20', '--max_new_tokens=0'])
+    c.max_iters = 20 # a larger max_iters: the rate decays again, to zero at the new end
+    assert [lrs[0] for lrs, _ in optimizer_steps] == [gpt.get_lr(it, c) for it in range(12, 20)]
+
+
+def test_the_loop_clips_the_gradient(tmp_path, optimizer_steps, capsys):
+    run_in_process(tmp_path, '--grad_clip=0', '--max_iters=5', '--max_new_tokens=0')
+    unclipped = [norm for _, norm in optimizer_steps]
+    del optimizer_steps[:]
+    run_in_process(tmp_path, '--grad_clip=0.05', '--max_iters=5', '--max_new_tokens=0')
+    assert min(unclipped) > 0.1 # the same first step, without clipping...
+    assert all(norm <= 0.05 * (1 + 1e-4) for _, norm in optimizer_steps) # ...and with it
+
+
+def test_weight_decay_goes_to_the_matrices_only(tmp_path, capsys):
+    ckpt = torch.load(run_in_process(tmp_path, '--max_iters=1', '--max_new_tokens=0', '--weight_decay=0.3'))
+    decay, no_decay = ckpt['optimizer']['param_groups']
+    assert (decay['weight_decay'], no_decay['weight_decay']) == (0.3, 0.0)
+    shapes = {i: state['exp_avg'].shape for i, state in ckpt['optimizer']['state'].items()}
+    model = ckpt['model']
+    assert sorted(decay['params'] + no_decay['params']) == list(range(len(model))) # each in exactly one group
+    assert all(len(shapes[i]) == 2 for i in decay['params']) # the matrices, embeddings included...
+    assert all(len(shapes[i]) == 1 for i in no_decay['params']) # ...and not the biases and LayerNorm gains
+    assert len(decay['params']) == sum(w.dim() == 2 for w in model.values())
+
+
+def test_training_runs_under_autocast_where_it_is_on(tmp_path, monkeypatch, capsys):
+    # on a CUDA GPU the loop trains and evaluates under bf16 autocast, and samples in fp32. There is no GPU here: the
+    # one thing this test changes is to switch autocast on for the CPU; the real loop runs
+    monkeypatch.setattr(gpt, 'autocast_dtype', lambda device: torch.bfloat16)
+    seen = []
+    def record(module, args, out):
+        if isinstance(module, gpt.GPTLanguageModel):
+            seen.append((module.training, args[1] is not None if len(args) > 1 else False, out[0].dtype))
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        run_in_process(tmp_path, '--max_iters=3', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2')
+    finally:
+        handle.remove()
+    train = [dtype for training, targets, dtype in seen if training and targets]
+    evaluate = [dtype for training, targets, dtype in seen if not training and targets]
+    generate = [dtype for _, targets, dtype in seen if not targets]
+    assert train == [torch.bfloat16] * 3
+    assert evaluate == [torch.bfloat16] * 4 # two evaluations (steps 0 and 2), one batch of each split
+    assert generate == [torch.float32] * 2
+
+
+def test_estimate_loss_evaluates_without_dropout_and_leaves_training_on():
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(11, 8, 32, 4, 1, dropout=0.5)
+    splits = {'train': torch.randint(11, (200,)), 'val': torch.randint(11, (200,))}
+    torch.manual_seed(1)
+    losses = gpt.estimate_loss(model, splits, 3, 4, 8, 'cpu')
+    assert model.training and all(m.training for m in model.modules()) # back to training for the next step
+    torch.manual_seed(1) # the same batches, by hand, in evaluation mode (no dropout)
+    model.eval()
+    with torch.no_grad():
+        by_hand = {s: sum(model(*gpt.get_batch(d, 4, 8, 'cpu'))[1].item() for _ in range(3)) / 3 for s, d in splits.items()}
+    assert losses == pytest.approx(by_hand, abs=1e-6)
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        assert model(*gpt.get_batch(splits['train'], 4, 8, 'cpu'))[1].item() != pytest.approx(by_hand['train'], abs=1e-3)
+
+
+def test_bench_times_training_steps_and_writes_nothing(tmp_path, capsys):
+    run_in_process(tmp_path, '--bench', '--bench_iters=1')
+    out = capsys.readouterr().out
+    assert re.search(r'^bench: \d+\.\d ms/iter \| \d+\.\dk tok/s \| \d+\.\d GFLOP/s of a measured matmul peak of '
+                     r'\d+\.\d GFLOP/s: MFU \d+\.\d%$', out, re.M), out
+    assert 'step ' not in out and os.listdir(tmp_path) == [] # no evaluation, no checkpoint, no history
+
+
+def test_a_log_gets_a_progress_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gpt, 'PROGRESS_EVERY', 0) # a line at every step instead of every 30 s
+    run_in_process(tmp_path, '--max_iters=4', '--eval_interval=100', '--max_new_tokens=0')
+    err = capsys.readouterr().err
+    lines = re.findall(r'^step (\d)/4 \| loss \d\.\d{4} \| \d+\.\d\d it/s \| \d+\.\dk tok/s \| MFU \d+% \| 0m\d\ds left$',
+                       err, re.M)
+    assert lines == ['2', '3', '4'], err # from the second step on: the first one measures the matmul peak
+
+
+def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkeypatch, capsys):
+    saves = []
+    save = gpt.save_checkpoint
+    def record(path, model, optimizer, c, chars, iter, best_val_loss):
+        saves.append((iter, best_val_loss))
+        save(path, model, optimizer, c, chars, iter, best_val_loss)
+    monkeypatch.setattr(gpt, 'save_checkpoint', record)
+    # one batch an estimate: noisy enough that some evaluations come out worse than an earlier one
+    ckpt = run_in_process(tmp_path, '--max_iters=30', '--eval_interval=2', '--eval_iters=1', '--max_new_tokens=0')
+    rows = [line.split(',') for line in (tmp_path / 'gpt.csv').read_text().splitlines()[1:]]
+    vals = [(int(step), float(val)) for step, _, val, _ in rows]
+    improved = [step for i, (step, val) in enumerate(vals) if step > 0 and val < min(v for _, v in vals[:i])]
+    assert len(improved) < len(vals) - 1 # some evaluations did not improve...
+    assert [it for it, _ in saves] == improved + [30] # ...and saved nothing; the end saves whatever it has
+    best = min(val for _, val in vals)
+    assert saves[-1][1] == pytest.approx(best, abs=1e-4) and gpt.load_checkpoint(str(ckpt))['iter'] == 30
+    assert best < vals[0][1] - 0.05 # it learned: the best is clearly below the first estimate
+
+
+@pytest.mark.parametrize('config, device, given, expect', [
+    ('auto', 'cpu', {}, dict(small=True)),
+    ('auto', 'mps', {}, dict(small=True)),
+    ('auto', 'cuda', {}, dict(small=False)),
+    ('small', 'cuda', {}, dict(small=True)),
+    ('lecture', 'cpu', {}, dict(small=False)),
+    ('auto', 'cpu', {'n_layer': 2, 'learning_rate': 1e-3}, dict(small=True, n_layer=2, learning_rate=1e-3)),
+])
+def test_config_chooses_the_small_values_and_keeps_what_was_given(config, device, given, expect):
+    cfg = dict(gpt.HYPERPARAMETERS, config=config, device=device, **given)
+    which, replaced, edited = gpt.choose_config(cfg, set(given))
+    assert which == ('small' if expect.pop('small') else 'lecture')
+    for name in gpt.small:
+        want = expect.get(name, gpt.small[name] if which == 'small' else gpt.LECTURE[name])
+        assert cfg[name] == want, name
+    assert edited == [] and set(replaced).isdisjoint(given)
+
+
+def test_the_lectures_values_are_what_the_block_at_the_top_ships():
+    assert gpt.LECTURE == {name: gpt.HYPERPARAMETERS[name] for name in gpt.LECTURE}
+    assert set(gpt.LECTURE) == set(gpt.small)
+
+
+def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path):
+    # a learner's first move: edit the block at the top, run python gpt.py (here on a CPU, with the small configuration)
+    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
+    for old, new in [('max_iters = 5000 #', 'max_iters = 30 #'), ('n_layer = 6 #', 'n_layer = 2 #'),
+                     ('eval_iters = 200 #', 'eval_iters = 5 #')]:
+        assert source.count(old) == 1
+        source = source.replace(old, new)
+    (tmp_path / 'gpt.py').write_text(source, encoding='utf-8')
+    shutil.copy(TINY, tmp_path / 'input.txt')
+    r = subprocess.run([sys.executable, str(tmp_path / 'gpt.py'), '--device=cpu', '--max_new_tokens=20'],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[1:4]
+    assert first[0].startswith('config small on cpu: n_layer=2 n_head=4 n_embd=128 block_size=128 batch_size=16 '
+                               'max_iters=30 learning_rate=0.002'), first
+    line = next(i for i, l in enumerate(source.splitlines(), 1) if l.startswith('small = dict('))
+    assert first[1].startswith(f"  on cpu, the small configuration (gpt.py line {line}) replaced the lecture's "
+                               "n_head, n_embd, block_size, batch_size, eval_interval, dropout, learning_rate"), first
+    assert first[2] == '  as edited at the top of gpt.py: n_layer=2 max_iters=30 eval_iters=5'
+    assert re.findall(r'^step (\d+):', r.stdout, re.M) == ['0', '29'] # 30 steps, not 4700
+    assert torch.load(tmp_path / 'gpt.pt')['config']['n_layer'] == 2
+
+
+@pytest.mark.parametrize('flag', ['--help', '-h'])
+def test_help_lists_every_hyperparameter_with_its_default_and_comment(flag, capsys):
+    gpt.main([flag])
+    out = capsys.readouterr().out
+    assert 'python gpt.py --sample --prompt="ROMEO:"' in out # the docstring's commands
+    for name, default in gpt.HYPERPARAMETERS.items():
+        assert re.search(rf'^  --{name}={re.escape(str(default))}( |$)', out, re.M), name
+    assert re.search(r'^  --batch_size=64 +how many independent sequences will we process in parallel\?$', out, re.M)
+    assert re.search(r'^  --top_k=0 +sample from the k likeliest characters only; 0: no cutoff$', out, re.M)
