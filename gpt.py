@@ -718,19 +718,19 @@ def speed_up(model, c):
 
 
 class FusedAttention(MultiHeadAttention):
-    """ MultiHeadAttention, computed by a fused kernel (flash attention on a GPU) """
+    """ MultiHeadAttention by a fused kernel (flash attention on a GPU) """
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = [t.view(B, T, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1)] # (B,nh,T,hs)
         if self.training and self.attn_dropout.p > 0 and x.device.type == 'cpu':
-            # written out: on a CPU the fused kernel cannot drop attention weights, and its fallback is slower than
-            # this. The scale goes on q and the mask is added: fewer passes over the large (T,T) scores
+            # on a CPU the fused kernel cannot drop attention weights and falls back to a slower path: written out
+            # instead, with the scale on q and the mask added, fewer passes over the large (T,T) scores than Head's
             wei = (q * k.size(-1)**-0.5) @ k.transpose(-2, -1) # (B, nh, T, T)
             wei = wei + torch.full((T, T), float('-inf'), device=x.device).triu(1) # the future gets weight 0
             out = self.attn_dropout(F.softmax(wei, dim=-1)) @ v # (B, nh, T, hs)
         else:
-            # softmax(q @ k^T * hs**-0.5, causal mask) @ v in one kernel
+            # softmax(q @ k^T * hs**-0.5, causal mask) @ v in one kernel, dropout included
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                  dropout_p=self.attn_dropout.p if self.training else 0.0)
         return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
