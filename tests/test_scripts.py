@@ -200,3 +200,15 @@ def test_target_loss_stops_at_the_first_evaluation_below_it(tiny_text):
     losses = val_losses(r.stdout)
     assert losses[-1] <= 3.5 and all(v > 3.5 for v in losses[:-1])
     assert re.search(rf'^reached val loss {losses[-1]:.4f} <= 3.5 at step \d+ after \d+\.\d s$', r.stdout, re.M)
+
+
+def test_help_exits_0_with_the_usage(capsys):
+    r = run_script('gpt.py', '--help')
+    assert r.returncode == 0 and r.stderr == ''
+    assert r.stdout.startswith('gpt.py: the decoder-only transformer') and '  --max_iters=5000 ' in r.stdout
+    bigram.main(['-h']) # the other script, in this process
+    out = capsys.readouterr().out
+    assert 'python bigram.py --max_iters=1000 --learning_rate=3e-2' in out
+    for name, default in bigram.HYPERPARAMETERS.items():
+        assert re.search(rf'^  --{name}={re.escape(str(default))}( |$)', out, re.M), name
+    assert re.search(r'^  --block_size=8 +what is the maximum context length for predictions\?$', out, re.M)
