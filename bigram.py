@@ -267,6 +267,8 @@ class Run:
         c = self.c
         print(f"bigram on {c.device}: vocab_size={vocab_size} batch_size={c.batch_size} block_size={c.block_size} "
               f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}", flush=True)
+        if hasattr(sys.stdout, 'reconfigure'):
+            sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
         self.t0 = self.last = time.time()
         self.tty = sys.stderr.isatty()
         self.shown = False

@@ -99,7 +99,7 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device):
 # model
 
 class Head(nn.Module):
-    """ one head of self-attention (version 4; MultiHeadAttention runs all heads at once the same way) """
+    """ one head of self-attention (version 4; the model runs MultiHeadAttention, all heads at once the same way) """
 
     def __init__(self, n_embd, head_size, block_size, dropout):
         super().__init__()
@@ -532,6 +532,8 @@ class Run:
         if not self.master: # only rank 0 prints and samples
             sys.stdout = open(os.devnull, 'w')
             c.max_new_tokens = 0
+        elif hasattr(sys.stdout, 'reconfigure'):
+            sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
         self.resumed_at = ckpt['iter'] if ckpt else None
         self.steps = self.resumed_at or 0
         self.best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
@@ -546,13 +548,15 @@ class Run:
                 raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; "
                                  "resume with the text it was trained on, or start afresh without --resume", status=1)
             model.load_state_dict(self.ckpt['model'])
-            optimizer.load_state_dict(self.ckpt['optimizer'])
+            if 'optimizer' in self.ckpt:
+                optimizer.load_state_dict(self.ckpt['optimizer'])
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
         model = speed_up(model, c)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
-            model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None)
+            model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None,
+                        broadcast_buffers=False) # the only buffers are the constant causal masks
         print(describe_config(c, 'resumed' if self.ckpt else self.which, self.replaced, self.edited, self.world_size,
                               self.resumed_at), flush=True)
         self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
@@ -659,7 +663,6 @@ class Progress:
         if self.peak is None: # measured now, and not counted against the training's speed
             self.peak = measure_peak_flops(self.device, torch.bfloat16 if autocast_dtype(self.device) else torch.float32)
             self.restart(iter)
-            return
         self.last = now
         left = (self.max_iters - iter) / its
         line = (f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
@@ -917,7 +920,7 @@ def load_checkpoint(path):
         raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --ckpt_path=", status=1)
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
-        assert isinstance(ckpt, dict) and {'model', 'optimizer', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
+        assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
         ckpt['config'].setdefault('lr_decay', 'cosine' if ckpt['config'].get('min_lr', 0) > 0 else 'none') # older files
     except Exception as e:
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "

@@ -126,9 +126,12 @@ def interrupted(tmp_path, *args, started='step 0:', signals=1):
         for line in proc.stdout: # wait until training is under way
             if line.startswith(started):
                 break
-        for _ in range(signals):
+        for i in range(signals):
             time.sleep(1.0)
             proc.send_signal(signal.SIGINT)
+            if i < signals - 1:
+                time.sleep(1.0)
+                assert proc.poll() is None # a first Ctrl-C does not stop an evaluation under way
         out, err = proc.communicate(timeout=60)
         return proc.returncode, err
     finally: # whatever happened, no child is left training

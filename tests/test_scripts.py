@@ -183,14 +183,15 @@ def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
         url = url.replace('input.txt', 'nothing.txt') # the server answers 404
     try:
         target = tmp_path / 'input.txt'
-        r = run_script(script, f'--data_url={url}', f'--input_path={target}')
+        tiny = [*TINY_GPT[:5], f'--ckpt_path={tmp_path}/gpt.pt'] if script == 'gpt.py' else []
+        r = run_script(script, f'--data_url={url}', f'--input_path={target}', '--max_iters=1', '--eval_iters=1', *tiny)
     finally:
         server.close()
     assert r.returncode == 1
     line = r.stderr.strip()
     assert '\n' not in line and 'Traceback' not in line
     assert f'could not download {url}' in line and f'save it as {target}' in line
-    assert os.listdir(tmp_path) == [] # no partial file
+    assert os.listdir(tmp_path) == [] # no partial file, and nothing else
 
 
 def test_target_loss_stops_at_the_first_evaluation_below_it(tiny_text):

@@ -120,7 +120,7 @@ def test_a_log_gets_a_progress_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     lines = re.findall(r'^step (\d)/4 \| loss \d\.\d{4} \| \d+\.\d\d it/s \| \d+\.\dk tok/s \| MFU \d+% \| 0m\d\ds left$',
                        err, re.M)
-    assert lines == ['2', '3', '4'], err # from the second step on: the first one measures the matmul peak
+    assert lines == ['1', '2', '3', '4'], err
 
 
 def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkeypatch, capsys):
@@ -134,9 +134,17 @@ def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkey
     ckpt = run_in_process(tmp_path, '--max_iters=30', '--eval_interval=2', '--eval_iters=1', '--max_new_tokens=0')
     rows = [line.split(',') for line in (tmp_path / 'gpt.csv').read_text().splitlines()[1:]]
     vals = [(int(step), float(val)) for step, _, val, _ in rows]
-    improved = [step for i, (step, val) in enumerate(vals) if step > 0 and val < min(v for _, v in vals[:i])]
-    assert len(improved) < len(vals) - 1 # some evaluations did not improve...
-    assert [it for it, _ in saves] == improved + [30] # ...and saved nothing; the end saves whatever it has
+    saved = [it for it, _ in saves]
+    assert saved[-1] == 30 # the end saves whatever it has
+    worse = 0
+    for i, (step, val) in enumerate(vals[1:], 1):
+        best_before = min(v for _, v in vals[:i])
+        if val < best_before - 1e-4: # (the history rounds to 4 decimals: closer calls are left out)
+            assert step in saved, step
+        elif val > best_before + 1e-4:
+            assert step not in saved, step
+            worse += 1
+    assert worse >= 1 # the run did have an evaluation that was no better
     best = min(val for _, val in vals)
     assert saves[-1][1] == pytest.approx(best, abs=1e-4) and gpt.load_checkpoint(str(ckpt))['iter'] == 30
     assert best < vals[0][1] - 0.05 # it learned: the best is clearly below the first estimate
