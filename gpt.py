@@ -32,6 +32,7 @@ min_lr = 0.0 # where the decay ends
 beta2 = 0.999 # how fast AdamW's second moment forgets
 weight_decay = 0.01 # AdamW's default, on the weight matrices only: see configure_optimizer
 grad_clip = 0.0 # clip the gradient norm to this when > 0
+max_time = 0.0 # seconds of training (evaluations included) at most; 0: no limit. The first limit reached ends the run
 # the lecture's run takes about a day on a laptop's CPU: elsewhere than CUDA, these replace the values above that are
 # still the lecture's (an edit of yours above is kept; --config=lecture runs the block above as it stands)
 small = dict(
@@ -283,8 +284,9 @@ def train(c, run):
 
     for iter in range(start_iter, c.max_iters):
 
-        # every once in a while evaluate the loss on train and val sets (a resumed run has, where it starts)
-        if iter % c.eval_interval == 0 and iter != run.resumed_at or iter == c.max_iters - 1:
+        # every once in a while evaluate the loss on train and val sets (a resumed run has, where it starts), and at
+        # the last step: max_iters - 1, or the step after max_time runs out
+        if iter % c.eval_interval == 0 and iter != run.resumed_at or iter == run.last_iter:
             losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, c.device)
             print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if run.after_eval(iter, losses): # history, checkpoint; True at --target_loss
@@ -299,7 +301,8 @@ def train(c, run):
         loss.backward()
         run.before_update(iter) # this step's learning rate; gradient clipping
         optimizer.step()
-        run.after_step(iter, loss) # progress; Ctrl-C saves and stops
+        if run.after_step(iter, loss): # progress; Ctrl-C saves and stops; True after the last step
+            break
 
     run.end() # the checkpoint and its history
 
@@ -447,6 +450,7 @@ def describe_config(c, which, replaced, edited, world_size, resumed_from):
              f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} "
              f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
              f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
+             + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
              + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")]
     if replaced:
         line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
@@ -510,12 +514,18 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, device):
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=fused)
 
 
-def get_lr(it, c):
+def get_lr(it, c, done=None):
+    """The rate for step it. done: the share of the run behind us, where max_time counts (the larger of the shares
+    of max_iters and of max_time), so that the decay ends where the run does, whichever limit that is."""
     if it < c.warmup_iters:
         return c.learning_rate * (it + 1) / c.warmup_iters
     if c.lr_decay == 'none':
         return c.learning_rate
-    progress = min(1.0, (it - c.warmup_iters) / max(1, c.max_iters - c.warmup_iters))
+    if done is None:
+        progress = min(1.0, (it - c.warmup_iters) / max(1, c.max_iters - c.warmup_iters))
+    else: # the decay starts where the warmup ended, as a share of max_iters
+        warm = c.warmup_iters / c.max_iters
+        progress = min(1.0, max(0.0, (done - warm) / (1 - warm)))
     share = 1.0 - progress if c.lr_decay == 'linear' else 0.5 * (1.0 + math.cos(math.pi * progress))
     return c.min_lr + share * (c.learning_rate - c.min_lr)
 
@@ -536,6 +546,9 @@ class Run:
             sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
         self.resumed_at = ckpt['iter'] if ckpt else None
         self.steps = self.resumed_at or 0
+        self.last_iter = c.max_iters - 1 # moves up when max_time runs out
+        self.spent = self.elapsed = ckpt.get('elapsed', 0.0) if ckpt else 0.0 # seconds of training before this run
+        self.stopped_by = 'max_iters'
         self.best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
         self.history = os.path.splitext(c.ckpt_path)[0] + '.csv'
 
@@ -558,7 +571,8 @@ class Run:
             model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None,
                         broadcast_buffers=False) # the only buffers are the constant causal masks
         print(describe_config(c, 'resumed' if self.ckpt else self.which, self.replaced, self.edited, self.world_size,
-                              self.resumed_at), flush=True)
+                              self.resumed_at) + (f"; {self.spent:.1f} s of it spent before" if c.max_time > 0 and
+                                                   self.ckpt else ""), flush=True)
         self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
         self.flops = flops_per_iter(self.raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
         if c.bench:
@@ -569,7 +583,7 @@ class Run:
         # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
         self.stop_requested = False
         self.old_handler = signal.signal(signal.SIGINT, self.request_stop)
-        self.progress = Progress(c.max_iters, self.tokens_per_iter, self.flops, c.device) if self.master else None
+        self.progress = Progress(c, self.tokens_per_iter, self.flops) if self.master else None
         self.t0 = time.time()
         return model, self.steps
 
@@ -592,22 +606,33 @@ class Run:
         if from_rank_0(reached, c.device): # every rank stops where rank 0's estimate says
             print(f"reached val loss {losses['val']:.4f} <= {c.target_loss} at step {iter} "
                   f"after {time.time() - self.t0:.1f} s")
+            self.stopped_by = 'target_loss'
             return True
         if self.progress:
             self.progress.restart(iter) # the evaluation's time does not count as training speed
         return False
 
     def before_update(self, iter):
+        c = self.c
+        done = max(iter / c.max_iters, self.elapsed / c.max_time) if c.max_time > 0 else None
         for group in self.optimizer.param_groups:
-            group['lr'] = get_lr(iter, self.c)
+            group['lr'] = get_lr(iter, c, done)
         if self.c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.c.grad_clip)
 
     def after_step(self, iter, loss):
+        """The progress line; Ctrl-C saves and stops; True after the last step."""
+        c = self.c
         self.steps = iter + 1
+        self.elapsed = self.spent + time.time() - self.t0
+        stop = self.stop_requested
+        if self.world_size > 1: # any rank's Ctrl-C, and rank 0's clock: every rank stops at the same step
+            stop, self.elapsed = agree(stop, self.elapsed if self.master else 0.0, c.device)
+        if c.max_time > 0 and self.elapsed >= c.max_time and self.last_iter > iter + 1:
+            self.last_iter, self.stopped_by = iter + 1, 'max_time' # one more evaluation and step, as at max_iters
         if self.progress:
-            self.progress.update(self.steps, loss)
-        if self.stop_requested if self.world_size == 1 else any_rank(self.stop_requested, self.c.device):
+            self.progress.update(self.steps, loss, c.max_time - self.elapsed if c.max_time > 0 else None)
+        if stop:
             if self.master:
                 self.progress.close()
                 self.save(self.steps)
@@ -615,24 +640,27 @@ class Run:
                 print(f"interrupted at step {self.steps}: saved {self.c.ckpt_path}; continue with 'python gpt.py "
                       f"--resume{where}' or sample with 'python gpt.py --sample{where}'", file=sys.stderr)
             raise SystemExit(130)
+        return iter >= self.last_iter
 
     def end(self):
         signal.signal(signal.SIGINT, self.old_handler)
         if self.master:
             self.progress.close()
             self.save(self.steps)
-            print(f"trained in {time.time() - self.t0:.1f} s; saved {self.c.ckpt_path} and {self.history}")
+            print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
+                  f"saved {self.c.ckpt_path} and {self.history}")
             plot_history(self.history)
 
     def save(self, iter):
-        save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss)
+        save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,
+                        self.spent + time.time() - self.t0)
 
 
 class Progress:
     """One line between evaluations: speed, MFU and time left; in place on a terminal, every so often in a log."""
 
-    def __init__(self, max_iters, tokens_per_iter, flops, device):
-        self.max_iters, self.tokens_per_iter, self.flops, self.device = max_iters, tokens_per_iter, flops, device
+    def __init__(self, c, tokens_per_iter, flops):
+        self.max_iters, self.tokens_per_iter, self.flops, self.device = c.max_iters, tokens_per_iter, flops, c.device
         self.peak = None # measured when first needed: short runs skip it
         self.tty = sys.stderr.isatty()
         self.shown = False
@@ -655,7 +683,7 @@ class Progress:
     def restart(self, iter):
         self.t0, self.iter0, self.last = time.time(), iter, time.time()
 
-    def update(self, iter, loss):
+    def update(self, iter, loss, budget_left=None):
         now = time.time()
         if now - self.last < (0.5 if self.tty else PROGRESS_EVERY) or iter == self.iter0:
             return
@@ -664,7 +692,7 @@ class Progress:
             self.peak = measure_peak_flops(self.device, torch.bfloat16 if autocast_dtype(self.device) else torch.float32)
             self.restart(iter)
         self.last = now
-        left = (self.max_iters - iter) / its
+        left = (self.max_iters - iter) / its if budget_left is None else min((self.max_iters - iter) / its, budget_left)
         line = (f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
                 f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | MFU {100 * its * self.flops / self.peak:.0f}% | "
                 f"{int(left // 60)}m{int(left % 60):02d}s left")
@@ -885,10 +913,11 @@ def barrier():
         torch.distributed.barrier()
 
 
-def any_rank(flag, device):
-    t = torch.tensor(float(flag), device=device)
-    torch.distributed.all_reduce(t)
-    return t.item() > 0
+def agree(flag, seconds, device):
+    """(any rank's flag, the largest of the seconds): rank 0 gives its clock, the others 0."""
+    t = torch.tensor([float(flag), seconds], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return t[0].item() > 0, t[1].item()
 
 
 def from_rank_0(flag, device):
@@ -901,9 +930,9 @@ def from_rank_0(flag, device):
 # ------------
 # checkpoints
 
-def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss):
+def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0):
     ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c),
-            'chars': chars, 'iter': iter, 'best_val_loss': best_val_loss}
+            'chars': chars, 'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed}
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         torch.save(ckpt, tmp)
@@ -922,6 +951,7 @@ def load_checkpoint(path):
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
         assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
         ckpt['config'].setdefault('lr_decay', 'cosine' if ckpt['config'].get('min_lr', 0) > 0 else 'none') # older files
+        ckpt['config'].setdefault('max_time', 0.0)
     except Exception as e:
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "
                          "or something else; retrain with 'python gpt.py' or pass --ckpt_path=", status=1)
@@ -963,7 +993,7 @@ def sample_from_checkpoint(cfg, given):
 # the command
 
 RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dropout', 'learning_rate', 'warmup_iters',
-                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'seed') # what --resume carries on
+                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed') # what --resume carries on
 
 
 def main(argv):

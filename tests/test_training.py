@@ -126,9 +126,9 @@ def test_a_log_gets_a_progress_line(tmp_path, monkeypatch, capsys):
 def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkeypatch, capsys):
     saves = []
     save = gpt.save_checkpoint
-    def record(path, model, optimizer, c, chars, iter, best_val_loss):
+    def record(path, model, optimizer, c, chars, iter, best_val_loss, elapsed):
         saves.append((iter, best_val_loss))
-        save(path, model, optimizer, c, chars, iter, best_val_loss)
+        save(path, model, optimizer, c, chars, iter, best_val_loss, elapsed)
     monkeypatch.setattr(gpt, 'save_checkpoint', record)
     # one batch an estimate: noisy enough that some evaluations come out worse than an earlier one
     ckpt = run_in_process(tmp_path, '--max_iters=30', '--eval_interval=2', '--eval_iters=1', '--max_new_tokens=0')
@@ -206,3 +206,41 @@ def test_help_lists_every_hyperparameter_with_its_default_and_comment(flag, caps
         assert re.search(rf'^  --{name}={re.escape(str(default))}( |$)', out, re.M), name
     assert re.search(r'^  --batch_size=64 +how many independent sequences will we process in parallel\?$', out, re.M)
     assert re.search(r'^  --top_k=0 +sample from the k likeliest characters only; 0: no cutoff$', out, re.M)
+
+
+def test_max_time_stops_the_run_with_the_rate_decayed_to_its_end(tmp_path, optimizer_steps, capsys):
+    # a budget of 3 s for a run that max_iters would make last about a minute: time decides, and the schedule with it
+    ckpt = run_in_process(tmp_path, '--max_time=3', '--max_iters=10000', '--eval_interval=1000000',
+                          '--max_new_tokens=0')
+    out = capsys.readouterr().out
+    assert 'max_iters=10000 learning_rate=0.002 max_time=3s' in out # the first lines state the budget
+    steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', out, re.M).group(1))
+    assert re.findall(r'^step (\d+):', out, re.M) == ['0', str(steps - 1)] # the last step is evaluated, as at max_iters
+    saved = torch.load(ckpt)
+    assert saved['iter'] == steps and 3 <= saved['elapsed'] < 20
+    lrs = [lrs[0] for lrs, _ in optimizer_steps]
+    assert len(lrs) == steps and lrs[-1] == 0.0 # linear decay to min_lr: all the way, at the end of the budget
+    assert 0 < lrs[len(lrs) // 2] < 2e-3 # on the way down, halfway through
+
+
+def test_the_schedule_follows_the_larger_share_of_max_iters_and_max_time():
+    c = gpt.SimpleNamespace(learning_rate=1e-3, warmup_iters=10, lr_decay='linear', min_lr=0.0, max_iters=110)
+    assert gpt.get_lr(60, c) == pytest.approx(5e-4) # steps alone: halfway down at step 60
+    assert gpt.get_lr(20, c, done=60 / 110) == pytest.approx(5e-4) # at step 20, with 60/110 of the time spent
+    assert gpt.get_lr(20, c, done=1.0) == 0.0 and gpt.get_lr(5, c, done=1.0) == pytest.approx(6e-4) # warmup: steps
+    c.lr_decay = 'cosine'
+    assert gpt.get_lr(30, c, done=60 / 110) == pytest.approx(5e-4) # cosine is halfway at the middle too
+
+
+def test_resume_carries_on_the_time_spent(tmp_path, capsys):
+    ckpt = run_in_process(tmp_path, '--max_time=2', '--max_iters=10000', '--eval_interval=1000000',
+                          '--max_new_tokens=0')
+    spent = torch.load(ckpt)['elapsed']
+    steps = torch.load(ckpt)['iter']
+    capsys.readouterr()
+    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', '--max_new_tokens=0'])
+    out = capsys.readouterr().out
+    assert f'from step {steps} of {ckpt}; {spent:.1f} s of it spent before' in out
+    # the budget was spent already: one evaluation and one more step, then it stops again
+    assert re.search(rf'^trained in [\d.]+ s, {steps + 2} steps \(max_time reached\)', out, re.M), out
+    assert torch.load(ckpt)['elapsed'] > spent
