@@ -39,7 +39,8 @@ small = dict(
     n_layer=4, n_head=4, n_embd=128, # 0.82M parameters: in a fixed time, a smaller model taking more steps ends lower
     block_size=128, # half the lecture's context: attention costs half as much per token, little worse for characters
     batch_size=16, # more, smaller steps: a small model early in training learns more per token from them
-    max_iters=4700, # about 9.5 minutes on a fast 2-core CPU
+    max_iters=20000, # a cap: on a CPU, max_time ends the run, and a faster machine takes more steps in it...
+    max_time=570.0, # ...the whole command within 10 minutes (start-up, the last evaluation and the sample take ~10 s)
     eval_interval=1000, # evaluations take time that training could use...
     eval_iters=50, # ...and 50 batches estimate the loss to about 0.02
     dropout=0.0, # a run this short is limited by its steps, not by overfitting
@@ -350,7 +351,7 @@ HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') a
 # the values of the names `small` replaces as the lecture has them: one that differs was edited, and is kept
 LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4, eval_iters=200,
                n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0, lr_decay='none', min_lr=0.0, beta2=0.999,
-               weight_decay=0.01, grad_clip=0.0)
+               weight_decay=0.01, grad_clip=0.0, max_time=0.0)
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal the line updates in place)
 
@@ -614,7 +615,8 @@ class Run:
 
     def before_update(self, iter):
         c = self.c
-        done = max(iter / c.max_iters, self.elapsed / c.max_time) if c.max_time > 0 else None
+        spent = self.elapsed / c.max_time if c.max_time > 0 else 0.0
+        done = spent if spent > iter / c.max_iters else None # None: the steps' share, as get_lr counts it
         for group in self.optimizer.param_groups:
             group['lr'] = get_lr(iter, c, done)
         if self.c.grad_clip > 0:

@@ -191,7 +191,7 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path):
                                'max_iters=30 learning_rate=0.002'), first
     line = next(i for i, l in enumerate(source.splitlines(), 1) if l.startswith('small = dict('))
     assert first[1].startswith(f"  on cpu, the small configuration (gpt.py line {line}) replaced the lecture's "
-                               "n_head, n_embd, block_size, batch_size, eval_interval, dropout, learning_rate"), first
+                               "n_head, n_embd, block_size, batch_size, max_time, eval_interval, dropout"), first
     assert first[2] == '  as edited at the top of gpt.py: n_layer=2 max_iters=30 eval_iters=5'
     assert re.findall(r'^step (\d+):', r.stdout, re.M) == ['0', '29'] # 30 steps, not 4700
     assert torch.load(tmp_path / 'gpt.pt')['config']['n_layer'] == 2
