@@ -49,7 +49,7 @@ small = dict(
     lr_decay='linear', # the last steps refine instead of bouncing around...
     min_lr=0.0, # ...all the way down
     beta2=0.99, # few steps: the second moment follows the gradients faster
-    weight_decay=0.1, # after nine passes over the text, some regularisation
+    weight_decay=0.1, # after many passes over the text, some regularisation
     grad_clip=1.0, # a bad batch cannot throw the large steps off course
 )
 # ------------
