@@ -279,8 +279,8 @@ def train(c, run):
     # print the number of parameters in the model
     print(sum(p.numel() for p in m.parameters())/1e6, 'M parameters')
 
-    # create a PyTorch optimizer (AdamW; weight decay on the matrices only)
-    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.device)
+    # create a PyTorch optimizer (AdamW; weight decay on the matrices only; or Muon and AdamW, see part two)
+    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.device, c.optimizer, c.muon_lr)
     model, start_iter = run.begin(m, optimizer, chars) # resume, speed-ups, several processes
 
     for iter in range(start_iter, c.max_iters):
@@ -333,6 +333,8 @@ import requests
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
+optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
+muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (adjust_lr_fn='match_rms_adamw'); 0: learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -419,6 +421,13 @@ def check_config(cfg):
         raise UsageError(f"--min_lr={cfg['min_lr']} must be in [0, --learning_rate={cfg['learning_rate']}]")
     if cfg['config'] not in ('auto', 'lecture', 'small'):
         raise UsageError(f"--config={cfg['config']!r} must be 'auto', 'lecture' or 'small'")
+    if cfg['optimizer'] not in ('adamw', 'muon'):
+        raise UsageError(f"--optimizer={cfg['optimizer']!r} must be 'adamw' or 'muon'")
+    if cfg['optimizer'] == 'muon' and not hasattr(torch.optim, 'Muon'):
+        raise UsageError(f"--optimizer=muon needs torch.optim.Muon, new in PyTorch 2.9; this is torch "
+                         f"{torch.__version__}: pip install 'torch>=2.9', or use --optimizer=adamw")
+    if cfg['muon_lr'] < 0:
+        raise UsageError(f"--muon_lr={cfg['muon_lr']} must be positive, or 0 for --learning_rate")
 
 
 def check_device(name):
@@ -452,6 +461,7 @@ def describe_config(c, which, replaced, edited, world_size, resumed_from):
              f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
              f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
              + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
+             + (f" optimizer=muon muon_lr={c.muon_lr or c.learning_rate:g}" if c.optimizer == 'muon' else "")
              + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")]
     if replaced:
         line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
@@ -504,15 +514,56 @@ def load_text(path, url, block_size=0):
 # ------------
 # the optimizer and its schedule
 
-def configure_optimizer(model, learning_rate, weight_decay, beta2, device):
+def configure_optimizer(model, learning_rate, weight_decay, beta2, device, kind='adamw', muon_lr=0.0):
+    # Muon: the blocks' matrices (attention and feed-forward), the rest by AdamW; see Optimizers
+    hidden = [p for n, p in model.named_parameters() if kind == 'muon' and n.startswith('blocks.') and p.dim() == 2]
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in hidden)]
     # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
-    no_decay = [p for p in model.parameters() if p.dim() < 2 and p.requires_grad]
+    decay = [p for p in rest if p.dim() >= 2]
+    no_decay = [p for p in rest if p.dim() < 2]
     groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
     # fused: one kernel for all parameters instead of several per tensor (on a CPU since torch 2.4: the small model's
     # optimizer step went from 8 ms to 2.5, the lecture's from 75 ms to 16)
     fused = device.split(':')[0] in ('cuda', 'cpu')
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=fused)
+    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=fused)
+    if kind == 'adamw':
+        return adamw
+    # 'match_rms_adamw' scales each matrix's update to the size AdamW's would have, so that Muon's rate is on AdamW's
+    # scale; lr_scale: the schedule sets it to this share of the rate it gives AdamW (Run.before_update)
+    lr = muon_lr or learning_rate
+    muon = torch.optim.Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr, weight_decay=weight_decay,
+                            adjust_lr_fn='match_rms_adamw')
+    return Optimizers(adamw=adamw, muon=muon)
+
+
+class Optimizers:
+    """Muon (Keller Jordan, 2024) for the matrices inside the blocks and AdamW for the rest, stepped as one optimizer:
+    what train() and the checkpoints see. Muon keeps a momentum of the gradient, as SGD does, and replaces each
+    matrix's update by about the nearest orthogonal matrix (five Newton-Schulz iterations): every direction of the
+    matrix moves by the same amount, the rare ones as much as the dominant one. Embeddings and lm_head are lookups and
+    a read-out, not maps between hidden states: they stay with AdamW, as do the vectors (biases, LayerNorm)."""
+
+    def __init__(self, **optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [group for o in self.optimizers.values() for group in o.param_groups]
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.optimizers.values():
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for o in self.optimizers.values():
+            o.step()
+
+    def state_dict(self):
+        return {name: o.state_dict() for name, o in self.optimizers.items()}
+
+    def load_state_dict(self, state):
+        for name, o in self.optimizers.items():
+            o.load_state_dict(state[name])
 
 
 def get_lr(it, c, done=None):
@@ -618,7 +669,7 @@ class Run:
         spent = self.elapsed / c.max_time if c.max_time > 0 else 0.0
         done = spent if spent > iter / c.max_iters else None # None: the steps' share, as get_lr counts it
         for group in self.optimizer.param_groups:
-            group['lr'] = get_lr(iter, c, done)
+            group['lr'] = get_lr(iter, c, done) * group.get('lr_scale', 1.0) # Muon's rate: its share of AdamW's
         if self.c.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.c.grad_clip)
 
@@ -853,7 +904,7 @@ def benchmark(c, run):
     train_data, _ = split_data(text, tokenizer(chars)[0])
     model = GPTLanguageModel(len(chars), c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
     print(sum(p.numel() for p in model.parameters())/1e6, 'M parameters')
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, c.device)
+    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, c.device, c.optimizer, c.muon_lr)
     model, _ = run.begin(model, optimizer, chars)
     def step():
         xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
@@ -954,6 +1005,8 @@ def load_checkpoint(path):
         assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
         ckpt['config'].setdefault('lr_decay', 'cosine' if ckpt['config'].get('min_lr', 0) > 0 else 'none') # older files
         ckpt['config'].setdefault('max_time', 0.0)
+        ckpt['config'].setdefault('optimizer', 'adamw')
+        ckpt['config'].setdefault('muon_lr', 0.0)
     except Exception as e:
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "
                          "or something else; retrain with 'python gpt.py' or pass --ckpt_path=", status=1)
@@ -964,7 +1017,7 @@ def apply_checkpoint_config(cfg, given, ckpt, keys):
     """The checkpoint's values for keys, except those given on the command line; a different shape is an error."""
     for name in keys:
         saved = ckpt['config'][name]
-        if name in given and cfg[name] != saved and name in SHAPE:
+        if name in given and cfg[name] != saved and name in SHAPE + ('optimizer',): # its state fits no other
             raise UsageError(f"the checkpoint {cfg['ckpt_path']} has {name}={saved}, not --{name}={cfg[name]}; "
                              f"drop --{name}, or pass another --ckpt_path=")
         if name not in given:
@@ -995,7 +1048,8 @@ def sample_from_checkpoint(cfg, given):
 # the command
 
 RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dropout', 'learning_rate', 'warmup_iters',
-                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed') # what --resume carries on
+                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed',
+                  'optimizer', 'muon_lr') # what --resume carries on
 
 
 def main(argv):

@@ -6,14 +6,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
-def one_step(gpt, rank=0, world_size=1):
+def one_step(gpt, rank=0, world_size=1, kind='sgd'):
     torch.manual_seed(0) # the same initial weights and batch on every rank
     model = gpt.GPTLanguageModel(vocab_size=13, block_size=16, n_embd=32, n_head=4, n_layer=2)
     x, y = torch.randint(13, (8, 16)), torch.randint(13, (8, 16))
     # plain SGD: AdamW's first step is about lr * sign(grad), which turns rounding noise in near-zero gradients into
     # differences of lr; SGD moves each weight by exactly what DDP averaged
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    ddp = DDP(model) if world_size > 1 else model
+    if kind == 'muon': # gpt.py's Muon, alone (its AdamW part would have AdamW's first-step noise)
+        optimizer = gpt.configure_optimizer(model, 0.02, 0.0, 0.99, 'cpu', 'muon').optimizers['muon']
+    ddp = DDP(model) if torch.distributed.is_initialized() else model # outside torchrun: a rank's share alone
     share = 8 // world_size
     _, loss = ddp(x[rank*share:(rank+1)*share], y[rank*share:(rank+1)*share])
     loss.backward()
@@ -27,7 +29,7 @@ if __name__ == '__main__':
     threads = lambda: len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 0
     before = threads()
     rank, world_size = gpt.setup_distributed(gpt.SimpleNamespace(device='cpu'))
-    step = one_step(gpt, rank, world_size)
+    step = one_step(gpt, rank, world_size, *sys.argv[3:])
     if rank == 0:
         torch.save(step, sys.argv[1])
     gpt.teardown_distributed() # gpt.py's own ending: without it a rank can abort at exit

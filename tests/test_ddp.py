@@ -68,3 +68,23 @@ def test_two_ranks_stop_at_the_same_step_when_max_time_runs_out(tiny_text):
     assert r.returncode == 0, r.stderr[-3000:]
     steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', r.stdout, re.M).group(1))
     assert gpt.load_checkpoint(str(tiny_text.parent / 'gpt.pt'))['iter'] == steps
+
+
+def test_muon_orthogonalises_the_gradient_ddp_averaged(tmp_path):
+    # Muon's update is not linear in the gradient: two ranks agree with one process only if each rank orthogonalises
+    # the average of both halves' gradients, not its own half's
+    r = torchrun(os.path.join(ROOT, 'tests', 'ddp_step.py'), str(tmp_path / 'ddp.pt'), ROOT, 'muon')
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp, one = torch.load(tmp_path / 'ddp.pt'), one_step(gpt, kind='muon')
+    torch.manual_seed(0)
+    init = gpt.GPTLanguageModel(vocab_size=13, block_size=16, n_embd=32, n_head=4, n_layer=2).state_dict()
+    half = one_step(gpt, 0, 2, kind='muon') # one rank's half alone, orthogonalised by itself
+    matrices = [name for name, w in init.items() if name.startswith('blocks.') and w.dim() == 2]
+    assert len(matrices) == 8 # qkv, proj and the feed-forward's two, in each of the two blocks
+    for name in matrices:
+        update = one['weights'][name] - init[name]
+        assert update.abs().max() > 1e-3, name # Muon moved it
+        # the same update to within Newton-Schulz's bf16 rounding...
+        assert torch.allclose(ddp['weights'][name] - init[name], update, rtol=0, atol=0.03 * update.abs().max()), name
+        # ...which is far from the update of one half's gradient
+        assert not torch.allclose(half['weights'][name] - init[name], update, rtol=0, atol=0.3 * update.abs().max())

@@ -1,0 +1,100 @@
+"""--optimizer=muon: Muon for the blocks' matrices, AdamW for the rest, in every part of a run."""
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+import gpt
+from conftest import TINY, TINY_GPT
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_everything_else():
+    model = gpt.GPTLanguageModel(vocab_size=20, block_size=16, n_embd=32, n_head=4, n_layer=3)
+    optimizer = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu', 'muon', 5e-3)
+    (muon,) = optimizer.optimizers['muon'].param_groups
+    decay, no_decay = optimizer.optimizers['adamw'].param_groups
+    held = [id(p) for g in (muon, decay, no_decay) for p in g['params']]
+    assert sorted(held) == sorted(id(p) for p in model.parameters()) # every parameter, in exactly one group
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in muon['params']) == sorted(
+        f'blocks.{i}.{m}.weight' for i in range(3) for m in ('sa.qkv', 'sa.proj', 'ffwd.net.0', 'ffwd.net.2'))
+    # AdamW keeps the lookups and the read-out (decayed, as before) and the vectors (not decayed)
+    assert sorted(names[id(p)] for p in decay['params']) == [
+        'lm_head.weight', 'position_embedding_table.weight', 'token_embedding_table.weight']
+    assert all(p.dim() == 1 for p in no_decay['params'])
+    assert muon['lr'] == 5e-3 and muon['lr_scale'] == pytest.approx(5) and muon['adjust_lr_fn'] == 'match_rms_adamw'
+    assert muon['weight_decay'] == 0.1
+    # the default is the lecture's AdamW alone, over every parameter
+    adamw = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu')
+    assert type(adamw) is torch.optim.AdamW and sum(len(g['params']) for g in adamw.param_groups) == len(held)
+
+
+def test_a_tiny_muon_run_lowers_the_loss_on_its_own_schedule(tmp_path, capsys):
+    rates = []
+    def record(optimizer, args, kwargs):
+        rates.append((type(optimizer).__name__, [g['lr'] for g in optimizer.param_groups]))
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--optimizer=muon',
+                  '--learning_rate=2e-3', '--muon_lr=6e-3', '--warmup_iters=5', '--lr_decay=linear', '--max_iters=80',
+                  '--eval_interval=40', '--max_new_tokens=0'])
+    finally:
+        handle.remove()
+    assert 'optimizer=muon muon_lr=0.006' in capsys.readouterr().out
+    history = [line.split(',') for line in (tmp_path / 'gpt.csv').read_text().splitlines()[1:]]
+    assert float(history[-1][2]) < float(history[0][2]) - 0.5 # val loss, from ln(vocab) down
+    c = gpt.SimpleNamespace(learning_rate=2e-3, warmup_iters=5, lr_decay='linear', min_lr=0.0, max_iters=80)
+    adamw = [lrs for name, lrs in rates if name == 'AdamW']
+    muon = [lrs for name, lrs in rates if name == 'Muon']
+    assert len(adamw) == len(muon) == 80 # both stepped at every step...
+    for it in range(80): # ...on the one schedule, each from its own base rate
+        assert adamw[it] == [gpt.get_lr(it, c)] * 2 and muon[it] == [pytest.approx(3 * gpt.get_lr(it, c))]
+    saved = gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))
+    assert saved['config']['optimizer'] == 'muon'
+    assert len(saved['optimizer']['muon']['state']) == 8 # a momentum for each matrix of the two blocks
+    assert saved['optimizer']['adamw']['state'][0]['step'] == 80
+
+
+def steps(model, optimizer, batches):
+    for x, y in batches:
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def test_a_muon_checkpoint_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    torch.manual_seed(0)
+    batches = [(torch.randint(20, (4, 16)), torch.randint(20, (4, 16))) for _ in range(6)]
+    def fresh():
+        model = gpt.GPTLanguageModel(20, 16, 32, 2, 2)
+        return model, gpt.configure_optimizer(model, 1e-2, 0.1, 0.99, 'cpu', 'muon', 2e-2)
+    model, optimizer = fresh()
+    steps(model, optimizer, batches[:3])
+    cfg = gpt.SimpleNamespace(**dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2))
+    gpt.save_checkpoint(str(tmp_path / 'm.pt'), model, optimizer, cfg, [chr(97 + i) for i in range(20)], 3, 9.0)
+    steps(model, optimizer, batches[3:]) # uninterrupted
+    saved = gpt.load_checkpoint(str(tmp_path / 'm.pt'))
+    for with_state in (True, False):
+        resumed, resumed_optimizer = fresh()
+        resumed.load_state_dict(saved['model'])
+        if with_state:
+            resumed_optimizer.load_state_dict(saved['optimizer'])
+        steps(resumed, resumed_optimizer, batches[3:])
+        same = all(torch.equal(resumed.state_dict()[n], w) for n, w in model.state_dict().items())
+        assert same == with_state # exactly the same weights; without the momentum they would differ
+
+
+def test_resume_keeps_the_optimizer_and_refuses_another(tmp_path, capsys):
+    args = [*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_new_tokens=0']
+    gpt.main([*args, '--optimizer=muon', '--max_iters=10'])
+    gpt.main([*args, '--resume', '--max_iters=15'])
+    saved = gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))
+    assert saved['config']['optimizer'] == 'muon' and saved['optimizer']['adamw']['state'][0]['step'] == 15
+    with pytest.raises(gpt.UsageError, match=r"has optimizer=muon, not --optimizer=adamw"):
+        gpt.main([*args, '--resume', '--max_iters=20', '--optimizer=adamw'])
+
+
+def test_muon_needs_a_torch_that_has_it(monkeypatch):
+    monkeypatch.delattr(torch.optim, 'Muon') # as in a torch before 2.9
+    with pytest.raises(gpt.UsageError, match=r"--optimizer=muon needs torch.optim.Muon, new in PyTorch 2.9"):
+        gpt.main([*TINY_GPT, f'--input_path={TINY}', '--optimizer=muon'])
