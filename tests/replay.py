@@ -127,22 +127,23 @@ def replay(processes=2):
     return [results[s[0]] for s in STAGES]
 
 
-def scaled_up():
-    """The lecture's last stage, gpt.py as it stands, where there is a GPU: (val estimate, whole val, params, s)."""
+def scaled_up(*overrides, device='cuda'):
+    """The lecture's last stage where there is a GPU: gpt.py's lecture configuration, run as a user runs it.
+    Returns its last val estimate, its whole val split loss, its parameters and seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_path = os.path.join(tmp, 'gpt.pt')
         t0 = time.time()
         subprocess.run([sys.executable, os.path.join(ROOT, 'gpt.py'), '--config=lecture', f'--input_path={INPUT}',
-                        f'--ckpt_path={ckpt_path}', '--max_new_tokens=0'], check=True)
+                        f'--ckpt_path={ckpt_path}', '--max_new_tokens=0', *overrides], check=True)
         seconds = time.time() - t0
-        ckpt = torch.load(ckpt_path, map_location='cuda', weights_only=True)
+        ckpt = gpt.load_checkpoint(ckpt_path)
         c = ckpt['config']
         model = gpt.GPTLanguageModel(len(ckpt['chars']), c['block_size'], c['n_embd'], c['n_head'], c['n_layer'])
         model.load_state_dict(ckpt['model'])
-        text = gpt.load_text(INPUT, gpt.data_url)
-        _, val_data = gpt.split_data(text, gpt.tokenizer(ckpt['chars'])[0])
-        last = open(os.path.join(tmp, 'gpt.csv')).read().split()[-1].split(',') # step,train,val,elapsed
-        return float(last[2]), whole_split_loss(model.cuda(), val_data.cuda(), c['block_size']), \
+        _, val_data = gpt.split_data(gpt.load_text(INPUT, gpt.data_url), gpt.tokenizer(ckpt['chars'])[0])
+        with open(os.path.join(tmp, 'gpt.csv')) as f:
+            last = f.read().split()[-1].split(',') # step,train_loss,val_loss,elapsed_s of the last evaluation
+        return float(last[2]), whole_split_loss(model.to(device), val_data.to(device), c['block_size']), \
             sum(p.numel() for p in model.parameters()), seconds
 
 
@@ -158,7 +159,7 @@ def table(results):
 
 def main():
     t0 = time.time()
-    print(f"replaying the lecture's stages on {INPUT}, two at a time (about two minutes on 2 CPU cores)", flush=True)
+    print(f"replaying the lecture's stages on {INPUT}, two at a time (about a minute on 2 CPU cores)", flush=True)
     results = replay()
     print(table(results))
     if torch.cuda.is_available():

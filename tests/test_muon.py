@@ -1,4 +1,6 @@
 """--optimizer=muon: Muon for the blocks' matrices, AdamW for the rest, in every part of a run."""
+import re
+
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -98,3 +100,23 @@ def test_muon_needs_a_torch_that_has_it(monkeypatch):
     monkeypatch.delattr(torch.optim, 'Muon') # as in a torch before 2.9
     with pytest.raises(gpt.UsageError, match=r"--optimizer=muon needs torch.optim.Muon, new in PyTorch 2.9"):
         gpt.main([*TINY_GPT, f'--input_path={TINY}', '--optimizer=muon'])
+
+
+def test_bench_and_the_time_budget_run_muon_too(tmp_path, capsys):
+    stepped = []
+    handle = register_optimizer_step_pre_hook(
+        lambda optimizer, args, kwargs: stepped.append((type(optimizer).__name__, optimizer.param_groups[0]['lr'])))
+    try:
+        gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/bench.pt', '--optimizer=muon', '--bench',
+                  '--bench_iters=3'])
+        assert [name for name, _ in stepped].count('Muon') == 2 + 3 # the warm-up steps and the timed ones
+        assert re.search(r'^bench: \d+\.\d ms/iter', capsys.readouterr().out, re.M)
+        del stepped[:]
+        gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--optimizer=muon',
+                  '--max_time=2', '--max_iters=1000000', '--eval_interval=1000000', '--lr_decay=linear',
+                  '--max_new_tokens=0'])
+    finally:
+        handle.remove()
+    assert '(max_time reached)' in capsys.readouterr().out
+    muon = [lr for name, lr in stepped if name == 'Muon']
+    assert len(muon) > 10 and muon[-1] == 0.0 and max(muon) > 0 # decayed to min_lr where the budget ran out

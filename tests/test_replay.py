@@ -87,3 +87,14 @@ def test_the_replay_is_deterministic():
     finally:
         torch.set_num_threads(threads)
     assert (first['val'], first['whole_val']) == (again['val'], again['whole_val'])
+
+
+def test_the_scaled_up_row_is_gpt_py_s_own_run(tmp_path):
+    # on a GPU the last row runs gpt.py --config=lecture; here the same path with a model small enough for a CPU
+    import replay
+    val, whole, params, seconds = replay.scaled_up(
+        '--device=cpu', '--max_iters=3', '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=16',
+        '--batch_size=4', '--eval_iters=20', device='cpu')
+    assert params == 2 * 65 * 32 + 65 + 16 * 32 + 12 * 32 * 32 + 12 * 32 # one block of n_embd 32, vocabulary 65
+    # three steps from the init: both the run's last estimate and the whole split are still near ln(65) = 4.17
+    assert abs(val - 4.17) < 0.1 and abs(whole - val) < 0.05 and seconds > 0
