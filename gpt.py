@@ -464,6 +464,7 @@ def describe_config(c, which, replaced, edited, world_size, resumed_from):
              + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
              + (f" optimizer=muon muon_lr={c.muon_lr or c.learning_rate:g}" if c.optimizer == 'muon' else "")
              + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")]
+    replaced = [name for name in replaced if name != 'muon_lr'] # not the lecture's: the first line shows it if used
     if replaced:
         line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
         lines.append(f"  on {c.device}, the small configuration (gpt.py line {line}) replaced the lecture's "
