@@ -616,7 +616,12 @@ class Run:
                                  "resume with the text it was trained on, or start afresh without --resume", status=1)
             model.load_state_dict(self.ckpt['model'])
             if 'optimizer' in self.ckpt:
+                # the moments from the file; the settings as this run has them (a --weight_decay or --muon_lr given
+                # now), which loading would replace by the saved ones
+                settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
                 optimizer.load_state_dict(self.ckpt['optimizer'])
+                for group, setting in zip(optimizer.param_groups, settings):
+                    group.update(setting)
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
         model = speed_up(model, c)

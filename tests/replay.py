@@ -134,7 +134,8 @@ def scaled_up(*overrides, device='cuda'):
         ckpt_path = os.path.join(tmp, 'gpt.pt')
         t0 = time.time()
         subprocess.run([sys.executable, os.path.join(ROOT, 'gpt.py'), '--config=lecture', f'--input_path={INPUT}',
-                        f'--ckpt_path={ckpt_path}', '--max_new_tokens=0', *overrides], check=True)
+                        f'--ckpt_path={ckpt_path}', '--max_new_tokens=0', *overrides], check=True,
+                       stdout=subprocess.DEVNULL) # its log would break up the table; errors and progress: stderr
         seconds = time.time() - t0
         ckpt = gpt.load_checkpoint(ckpt_path)
         c = ckpt['config']
@@ -157,12 +158,12 @@ def table(results):
     return '\n'.join(lines)
 
 
-def main():
+def main(gpu=torch.cuda.is_available()):
     t0 = time.time()
     print(f"replaying the lecture's stages on {INPUT}, two at a time (about a minute on 2 CPU cores)", flush=True)
     results = replay()
     print(table(results))
-    if torch.cuda.is_available():
+    if gpu:
         val, whole, params, seconds = scaled_up()
         print(f"| scaled up | 01:37:49 scaling up the model | {SCALED_UP} | {val:.4f} | {whole:.4f} | {params:,} | "
               f"{seconds:.0f} s |")

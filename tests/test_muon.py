@@ -120,3 +120,18 @@ def test_bench_and_the_time_budget_run_muon_too(tmp_path, capsys):
     assert '(max_time reached)' in capsys.readouterr().out
     muon = [lr for name, lr in stepped if name == 'Muon']
     assert len(muon) > 10 and muon[-1] == 0.0 and max(muon) > 0 # decayed to min_lr where the budget ran out
+
+
+def test_resume_takes_the_rates_and_decay_given_now(tmp_path, capsys):
+    args = [*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_new_tokens=0']
+    gpt.main([*args, '--optimizer=muon', '--learning_rate=2e-3', '--muon_lr=4e-3', '--max_iters=5'])
+    rates = []
+    handle = register_optimizer_step_pre_hook(lambda optimizer, a, k: rates.append(
+        (type(optimizer).__name__, [(g['lr'], g['weight_decay']) for g in optimizer.param_groups])))
+    try: # a finetune: other rates and decay than the checkpoint's; loading its state must not bring back the old ones
+        gpt.main([*args, '--resume', '--max_iters=8', '--learning_rate=1e-3', '--muon_lr=8e-3', '--weight_decay=0.2',
+                  '--lr_decay=none', '--warmup_iters=0'])
+    finally:
+        handle.remove()
+    assert ('Muon', [(8e-3, 0.2)]) in rates and ('AdamW', [(1e-3, 0.2), (1e-3, 0.0)]) in rates
+    assert all(lrs in ([(8e-3, 0.2)], [(1e-3, 0.2), (1e-3, 0.0)]) for _, lrs in rates)
