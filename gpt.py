@@ -51,7 +51,6 @@ small = dict(
     beta2=0.99, # few steps: the second moment follows the gradients faster
     weight_decay=0.1, # after many passes over the text, some regularisation
     grad_clip=1.0, # a bad batch cannot throw the large steps off course
-    muon_lr=4e-3, # with --optimizer=muon only: the best of 1e-3 to 8e-3 (README, exercise 4)
 )
 # ------------
 
@@ -280,7 +279,7 @@ def train(c, run):
     # print the number of parameters in the model
     print(sum(p.numel() for p in m.parameters())/1e6, 'M parameters')
 
-    # create a PyTorch optimizer (AdamW; weight decay on the matrices only; or Muon and AdamW, see part two)
+    # create a PyTorch optimizer (AdamW, weight decay on the matrices only: see part two)
     optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.device, c.optimizer, c.muon_lr)
     model, start_iter = run.begin(m, optimizer, chars) # resume, speed-ups, several processes
 
@@ -335,7 +334,7 @@ import requests
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
 optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
-muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (adjust_lr_fn='match_rms_adamw'); 0: learning_rate
+muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (adjust_lr_fn='match_rms_adamw'); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -354,7 +353,7 @@ HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') a
 # the values of the names `small` replaces as the lecture has them: one that differs was edited, and is kept
 LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4, eval_iters=200,
                n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0, lr_decay='none', min_lr=0.0, beta2=0.999,
-               weight_decay=0.01, grad_clip=0.0, max_time=0.0, muon_lr=0.0)
+               weight_decay=0.01, grad_clip=0.0, max_time=0.0)
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal the line updates in place)
 
@@ -428,7 +427,7 @@ def check_config(cfg):
         raise UsageError(f"--optimizer=muon needs torch.optim.Muon, new in PyTorch 2.9; this is torch "
                          f"{torch.__version__}: pip install 'torch>=2.9', or use --optimizer=adamw")
     if cfg['muon_lr'] < 0:
-        raise UsageError(f"--muon_lr={cfg['muon_lr']} must be positive, or 0 for --learning_rate")
+        raise UsageError(f"--muon_lr={cfg['muon_lr']} must be positive, or 0 for twice --learning_rate")
 
 
 def check_device(name):
@@ -462,9 +461,8 @@ def describe_config(c, which, replaced, edited, world_size, resumed_from):
              f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
              f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
              + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
-             + (f" optimizer=muon muon_lr={c.muon_lr or c.learning_rate:g}" if c.optimizer == 'muon' else "")
+             + (f" optimizer=muon muon_lr={c.muon_lr or 2 * c.learning_rate:g}" if c.optimizer == 'muon' else "")
              + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")]
-    replaced = [name for name in replaced if name != 'muon_lr'] # not the lecture's: the first line shows it if used
     if replaced:
         line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
         lines.append(f"  on {c.device}, the small configuration (gpt.py line {line}) replaced the lecture's "
@@ -519,7 +517,8 @@ def load_text(path, url, block_size=0):
 def configure_optimizer(model, learning_rate, weight_decay, beta2, device, kind='adamw', muon_lr=0.0):
     # Muon: the blocks' matrices (attention and feed-forward), the rest by AdamW; see Optimizers
     hidden = [p for n, p in model.named_parameters() if kind == 'muon' and n.startswith('blocks.') and p.dim() == 2]
-    rest = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in hidden)]
+    in_muon = {id(p) for p in hidden}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_muon]
     # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
     decay = [p for p in rest if p.dim() >= 2]
     no_decay = [p for p in rest if p.dim() < 2]
@@ -531,8 +530,9 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, device, kind=
     if kind == 'adamw':
         return adamw
     # 'match_rms_adamw' scales each matrix's update to the size AdamW's would have, so that Muon's rate is on AdamW's
-    # scale; lr_scale: the schedule sets it to this share of the rate it gives AdamW (Run.before_update)
-    lr = muon_lr or learning_rate
+    # scale; twice AdamW's did best on a CPU (README, exercise 4). lr_scale: the schedule gives Muon this share of
+    # AdamW's rate (Run.before_update)
+    lr = muon_lr or 2 * learning_rate
     muon = torch.optim.Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr, weight_decay=weight_decay,
                             adjust_lr_fn='match_rms_adamw')
     return Optimizers(adamw=adamw, muon=muon)

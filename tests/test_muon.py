@@ -25,6 +25,9 @@ def test_muon_takes_the_blocks_matrices_and_adamw_everything_else():
     assert all(p.dim() == 1 for p in no_decay['params'])
     assert muon['lr'] == 5e-3 and muon['lr_scale'] == pytest.approx(5) and muon['adjust_lr_fn'] == 'match_rms_adamw'
     assert muon['weight_decay'] == 0.1
+    # without a muon_lr, twice AdamW's rate: the best ratio measured on a CPU (README, exercise 4)
+    (default,) = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu', 'muon').optimizers['muon'].param_groups
+    assert default['lr'] == 2e-3 and default['lr_scale'] == 2
     # the default is the lecture's AdamW alone, over every parameter
     adamw = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu')
     assert type(adamw) is torch.optim.AdamW and sum(len(g['params']) for g in adamw.param_groups) == len(held)
