@@ -28,13 +28,13 @@ import gpt # noqa: E402
 # the lecture's stages (its companion repository's commits of 2023-01-16): what the model is, and how it trained
 STAGES = [
     # name, chapter, the lecture's val loss (None: it reports none), learning rate, steps
-    ('bigram', '00:34:53 training the bigram model', 2.5, 1e-2, 3000),
+    ('bigram', '00:34:53 the bigram', 2.5, 1e-2, 3000),
     ('positions', '01:00:18 positional encoding', None, 1e-2, 3000),
-    ('one head', '01:19:11 a single self-attention block', 2.4, 1e-3, 5000),
-    ('multi-head', '01:21:59 multi-headed self-attention', 2.28, 1e-3, 5000),
-    ('multi-head, C**-0.5', '01:21:59 as the lecture scaled the scores', 2.28, 1e-3, 5000),
-    ('feed-forward', '01:24:25 feedforward layers', 2.24, 1e-3, 5000),
-    ('residual blocks', '01:26:48 residual connections', 2.08, 1e-3, 5000),
+    ('one head', '01:19:11 one attention block', 2.4, 1e-3, 5000),
+    ('multi-head', '01:21:59 multi-head', 2.28, 1e-3, 5000),
+    ('multi-head, C**-0.5', '01:21:59 multi-head', 2.28, 1e-3, 5000),
+    ('feed-forward', '01:24:25 feedforward', 2.24, 1e-3, 5000),
+    ('residual blocks', '01:26:48 residual', 2.08, 1e-3, 5000),
     ('layernorm', '01:32:51 layernorm', 2.06, 1e-3, 5000),
 ]
 BATCH_SIZE, BLOCK_SIZE, N_EMBD, N_HEAD, N_LAYER, EVAL_ITERS, SEED = 32, 8, 32, 4, 3, 200, 1337
@@ -165,10 +165,10 @@ def main(gpu=torch.cuda.is_available()):
     print(table(results))
     if gpu:
         val, whole, params, seconds = scaled_up()
-        print(f"| scaled up | 01:37:49 scaling up the model | {SCALED_UP} | {val:.4f} | {whole:.4f} | {params:,} | "
+        print(f"| scaled up | 01:37:49 scaling up | {SCALED_UP} | {val:.4f} | {whole:.4f} | {params:,} | "
               f"{seconds:.0f} s |")
     else:
-        print(f"| scaled up | 01:37:49 scaling up the model | {SCALED_UP} | not run: no GPU here | | 10,788,929 | |")
+        print(f"| scaled up | 01:37:49 scaling up | {SCALED_UP} | not run: no GPU here | | 10,788,929 | |")
         print("the scaled-up stage is gpt.py's lecture configuration (--config=lecture), about a day on a CPU; "
               "python gpt.py trains the smaller CPU configuration in 10 minutes instead: see the README")
     print(f"replayed in {time.time() - t0:.0f} s")
