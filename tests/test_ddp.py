@@ -82,10 +82,14 @@ def test_muon_orthogonalises_the_gradient_ddp_averaged(tmp_path):
     half = one_step(gpt, 0, 2, kind='muon') # one rank's half alone, orthogonalised by itself
     matrices = [name for name, w in init.items() if name.startswith('blocks.') and w.dim() == 2]
     assert len(matrices) == 8 # qkv, proj and the feed-forward's two, in each of the two blocks
+    # Newton-Schulz runs in bf16, where gradients that differ by 1e-8 (the order in which DDP summed them) can round
+    # differently, and its iterations amplify that: measured against the largest update, the two ranks' update
+    # differed from one process's by up to 0.037 (an Intel Xeon with AVX-512, and one with AMX), a rank's half alone by
+    # 0.73 to 1.23. 0.15 lies between the two, about 4x from each: it tells the averaged update from a half's on any
+    # host, whatever its bf16 rounding
     for name in matrices:
         update = one['weights'][name] - init[name]
         assert update.abs().max() > 1e-3, name # Muon moved it
-        # the same update to within Newton-Schulz's bf16 rounding...
-        assert torch.allclose(ddp['weights'][name] - init[name], update, rtol=0, atol=0.03 * update.abs().max()), name
-        # ...which is far from the update of one half's gradient
-        assert not torch.allclose(half['weights'][name] - init[name], update, rtol=0, atol=0.3 * update.abs().max())
+        bound = 0.15 * update.abs().max()
+        assert (ddp['weights'][name] - init[name] - update).abs().max() < bound, name
+        assert (half['weights'][name] - init[name] - update).abs().max() > bound, name
