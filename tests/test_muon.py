@@ -117,7 +117,7 @@ def test_bench_and_the_time_budget_run_muon_too(tmp_path, capsys):
         del stepped[:]
         gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--optimizer=muon',
                   '--max_time=2', '--max_iters=1000000', '--eval_interval=1000000', '--lr_decay=linear',
-                  '--max_new_tokens=0'])
+                  '--warmup_iters=2', '--max_new_tokens=0']) # a warmup that ends within 2 s on any machine
     finally:
         handle.remove()
     assert '(max_time reached)' in capsys.readouterr().out

@@ -210,8 +210,9 @@ def test_help_lists_every_hyperparameter_with_its_default_and_comment(flag, caps
 
 def test_max_time_stops_the_run_with_the_rate_decayed_to_its_end(tmp_path, optimizer_steps, capsys):
     # a budget of 3 s for a run that max_iters would make last about a minute: time decides, and the schedule with it
+    # (a warmup of 2 steps: the small configuration's 100 could outlast 3 s on a slow or busy machine)
     ckpt = run_in_process(tmp_path, '--max_time=3', '--max_iters=10000', '--eval_interval=1000000',
-                          '--max_new_tokens=0')
+                          '--warmup_iters=2', '--max_new_tokens=0')
     out = capsys.readouterr().out
     assert 'max_iters=10000 learning_rate=0.002 max_time=3s' in out # the first lines state the budget
     steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', out, re.M).group(1))
