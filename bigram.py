@@ -271,7 +271,7 @@ class Run:
             sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
         self.t0 = self.last = time.time()
         self.tty = sys.stderr.isatty()
-        self.shown = False
+        self.shown = 0 # the length of the line on the terminal
         self.stdout = sys.stdout
         if self.tty: # what is printed clears the progress line first: see write
             sys.stdout = self
@@ -292,18 +292,18 @@ class Run:
         its = (iter + 1) / (now - self.t0)
         left = (self.c.max_iters - iter - 1) / its
         line = f"step {iter + 1}/{self.c.max_iters} | {its:.0f} it/s | {int(left // 60)}m{int(left % 60):02d}s left"
-        if self.tty:
-            sys.stderr.write('\r' + line + '\033[K')
-            self.shown = True
+        if self.tty: # over the line before: spaces, not an ANSI code, which an old Windows console would print
+            sys.stderr.write('\r' + line.ljust(self.shown))
+            self.shown = len(line)
         else:
             sys.stderr.write(line + '\n')
         sys.stderr.flush()
 
     def clear(self):
         if self.shown:
-            sys.stderr.write('\r\033[K')
+            sys.stderr.write('\r' + ' ' * self.shown + '\r')
             sys.stderr.flush()
-            self.shown = False
+            self.shown = 0
 
     def end(self):
         self.clear()

@@ -280,7 +280,7 @@ def train(c, run):
     print(sum(p.numel() for p in m.parameters())/1e6, 'M parameters')
 
     # create a PyTorch optimizer (AdamW, weight decay on the matrices only: see part two)
-    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.device, c.optimizer, c.muon_lr)
+    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.optimizer, c.muon_lr)
     model, start_iter = run.begin(m, optimizer, chars) # resume, speed-ups, several processes
 
     for iter in range(start_iter, c.max_iters):
@@ -326,6 +326,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from types import SimpleNamespace
 
 import requests
@@ -333,6 +334,7 @@ import requests
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
+dtype = 'auto' # 'float32', 'bfloat16' or 'float16' (with a GradScaler); auto: see choose_dtype
 optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
 muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (adjust_lr_fn='match_rms_adamw'); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
@@ -438,8 +440,8 @@ def check_device(name):
 
 
 def choose_config(cfg, given):
-    """Applies the small configuration where it runs. Returns its name, the names it replaced, and those it did not
-    because they were edited at the top of gpt.py."""
+    """Applies the small configuration where it runs. Returns its name, and lines for the start of the run: the names
+    it replaced, and those it did not because they were edited at the top of gpt.py."""
     which = cfg['config'] if cfg['config'] != 'auto' else 'lecture' if cfg['device'].startswith('cuda') else 'small'
     replaced, edited = [], []
     if which == 'small':
@@ -451,10 +453,52 @@ def choose_config(cfg, given):
                 replaced.append(name)
             else:
                 edited.append(name)
-    return which, replaced, edited
+    notes = []
+    if replaced:
+        line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
+        notes.append(f"on {cfg['device']}, the small configuration (gpt.py line {line}) replaced the lecture's "
+                     f"{', '.join(replaced)}: the lecture's run takes about a day on a CPU (--config=lecture for it)")
+    if edited:
+        notes.append(f"as edited at the top of gpt.py: {' '.join(f'{k}={cfg[k]}' for k in edited)}")
+    return which, notes
 
 
-def describe_config(c, which, replaced, edited, world_size, resumed_from):
+def choose_dtype(cfg):
+    """The precision training computes in (cfg['dtype'] becomes its name), and why. A GPU of compute capability 8.0
+    or more (A100, RTX 30xx, H100) has bf16 tensor cores: twice float32's speed, and bf16's range needs no loss
+    scaling. One below 8.0 (T4, V100) only emulates bf16, several times slower; float16 runs on its tensor cores, with
+    a GradScaler, as float16's small gradients would round to 0. MPS and CPUs: float32, never measured slower."""
+    name, device = cfg['dtype'], cfg['device']
+    if name not in ('auto', 'float32', 'bfloat16', 'float16'):
+        raise UsageError(f"--dtype={name!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
+    why = 'as given'
+    if device.startswith('cuda'):
+        major, minor = torch.cuda.get_device_capability(device)
+        capability, native = f'{major}.{minor}', major >= 8
+        if name == 'bfloat16' and not native:
+            raise UsageError(f"--dtype=bfloat16: this GPU (compute capability {capability}) only emulates bf16, "
+                             "several times slower; use --dtype=float16 (or auto)")
+        if name == 'auto':
+            name = 'bfloat16' if native else 'float16'
+            why = f"auto: compute capability {capability} {'has' if native else 'lacks'} bf16 tensor cores"
+    elif name == 'auto':
+        name, why = 'float32', f'auto on {device}'
+    elif name != 'float32': # one this device or torch cannot autocast to would silently run in float32
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            try:
+                with torch.autocast(device, dtype=getattr(torch, name)):
+                    ok = (torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)).dtype == getattr(torch, name)
+            except RuntimeError:
+                ok = False
+        if not ok:
+            raise UsageError(f"--dtype={name}: torch {torch.__version__} cannot compute in it on {device}; "
+                             "use --dtype=float32")
+    cfg['dtype'] = name
+    return f"dtype={name} ({why})" + (", with a GradScaler" if name == 'float16' else "")
+
+
+def describe_config(c, which, notes, world_size, resumed_from, spent=0.0):
     """The first lines of a run: which values run, and where they differ from the block at the top of gpt.py."""
     lines = [f"config {which} on {c.device}{f' x {world_size} processes' if world_size > 1 else ''}: "
              f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} "
@@ -462,14 +506,9 @@ def describe_config(c, which, replaced, edited, world_size, resumed_from):
              f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
              + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
              + (f" optimizer=muon muon_lr={c.muon_lr or 2 * c.learning_rate:g}" if c.optimizer == 'muon' else "")
-             + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")]
-    if replaced:
-        line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
-        lines.append(f"  on {c.device}, the small configuration (gpt.py line {line}) replaced the lecture's "
-                     f"{', '.join(replaced)}: the lecture's run takes about a day on a CPU (--config=lecture for it)")
-    if edited:
-        lines.append(f"  as edited at the top of gpt.py: {' '.join(f'{k}={getattr(c, k)}' for k in edited)}")
-    return '\n'.join(lines)
+             + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")
+             + (f"; {spent:.1f} s of it spent before" if c.max_time > 0 and resumed_from is not None else "")]
+    return '\n'.join(lines + ['  ' + note for note in notes])
 
 # ------------
 # data: Tiny Shakespeare, or any UTF-8 text
@@ -514,7 +553,7 @@ def load_text(path, url, block_size=0):
 # ------------
 # the optimizer and its schedule
 
-def configure_optimizer(model, learning_rate, weight_decay, beta2, device, kind='adamw', muon_lr=0.0):
+def configure_optimizer(model, learning_rate, weight_decay, beta2, kind='adamw', muon_lr=0.0):
     # Muon: the blocks' matrices (attention and feed-forward), the rest by AdamW; see Optimizers
     hidden = [p for n, p in model.named_parameters() if kind == 'muon' and n.startswith('blocks.') and p.dim() == 2]
     in_muon = {id(p) for p in hidden}
@@ -523,10 +562,9 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, device, kind=
     decay = [p for p in rest if p.dim() >= 2]
     no_decay = [p for p in rest if p.dim() < 2]
     groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
-    # fused: one kernel for all parameters instead of several per tensor (on a CPU since torch 2.4: the small model's
-    # optimizer step went from 8 ms to 2.5, the lecture's from 75 ms to 16)
-    fused = device.split(':')[0] in ('cuda', 'cpu')
-    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=fused)
+    # fused: one kernel for all parameters instead of several per tensor (CUDA; a CPU and MPS since torch 2.4: on a CPU
+    # the small model's optimizer step went from 8 ms to 2.5, the lecture's from 75 ms to 16)
+    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
     if kind == 'adamw':
         return adamw
     # 'match_rms_adamw' scales each matrix's update to the size AdamW's would have, so that Muon's rate is on AdamW's
@@ -589,8 +627,8 @@ def get_lr(it, c, done=None):
 class Run:
     """Everything a training run does beyond the lecture's loop, in the order train() calls it."""
 
-    def __init__(self, c, which='small', replaced=(), edited=(), ckpt=None):
-        self.c, self.which, self.replaced, self.edited, self.ckpt = c, which, replaced, edited, ckpt
+    def __init__(self, c, which='small', notes=(), ckpt=None):
+        self.c, self.which, self.notes, self.ckpt = c, which, notes, ckpt
         self.rank, self.world_size = setup_distributed(c)
         self.master = self.rank == 0
         if not self.master: # only rank 0 prints and samples
@@ -610,6 +648,7 @@ class Run:
         """Resume, speed-ups and several processes; returns the model to train and the step to start from."""
         c = self.c
         self.raw_model, self.optimizer, self.chars = model, optimizer, chars
+        self.scaler = torch.amp.GradScaler(c.device.split(':')[0], enabled=c.dtype == 'float16')
         if self.ckpt:
             if self.ckpt['chars'] != chars:
                 raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; "
@@ -622,16 +661,17 @@ class Run:
                 optimizer.load_state_dict(self.ckpt['optimizer'])
                 for group, setting in zip(optimizer.param_groups, settings):
                     group.update(setting)
+            if self.ckpt.get('scaler') and c.dtype == 'float16':
+                self.scaler.load_state_dict(self.ckpt['scaler'])
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
-        model = speed_up(model, c)
+        model = speed_up(model, c, self.scaler)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None,
                         broadcast_buffers=False) # the only buffers are the constant causal masks
-        print(describe_config(c, 'resumed' if self.ckpt else self.which, self.replaced, self.edited, self.world_size,
-                              self.resumed_at) + (f"; {self.spent:.1f} s of it spent before" if c.max_time > 0 and
-                                                   self.ckpt else ""), flush=True)
+        print(describe_config(c, 'resumed' if self.ckpt else self.which, self.notes, self.world_size, self.resumed_at,
+                              self.spent), flush=True)
         self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
         self.flops = flops_per_iter(self.raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
         if c.bench:
@@ -677,8 +717,15 @@ class Run:
         done = spent if spent > iter / c.max_iters else None # None: the steps' share, as get_lr counts it
         for group in self.optimizer.param_groups:
             group['lr'] = get_lr(iter, c, done) * group.get('lr_scale', 1.0) # Muon's rate: its share of AdamW's
-        if self.c.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.c.grad_clip)
+        if self.scaler.is_enabled(): # float16: the gradients of the scaled loss, divided back before clipping
+            self.scaler.unscale_(self.optimizer)
+        if c.grad_clip > 0 or self.scaler.is_enabled(): # (max_norm inf: the norm alone)
+            norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip or math.inf)
+        if self.scaler.is_enabled():
+            self.scaler.update() # half the scale after an overflow, twice after 2000 steps without one
+            if not torch.isfinite(norm): # an overflow: no gradient, no step (what scaler.step would skip)
+                for p in self.raw_model.parameters():
+                    p.grad = None
 
     def after_step(self, iter, loss):
         """The progress line; Ctrl-C saves and stops; True after the last step."""
@@ -713,7 +760,7 @@ class Run:
 
     def save(self, iter):
         save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,
-                        self.spent + time.time() - self.t0)
+                        self.spent + time.time() - self.t0, self.scaler)
 
 
 class Progress:
@@ -721,9 +768,10 @@ class Progress:
 
     def __init__(self, c, tokens_per_iter, flops):
         self.max_iters, self.tokens_per_iter, self.flops, self.device = c.max_iters, tokens_per_iter, flops, c.device
+        self.dtype = getattr(torch, c.dtype)
         self.peak = None # measured when first needed: short runs skip it
         self.tty = sys.stderr.isatty()
-        self.shown = False
+        self.shown = 0 # the length of the line on the terminal
         self.restart(0)
         self.stdout = sys.stdout
         if self.tty: # what is printed clears the line first: see write
@@ -749,25 +797,25 @@ class Progress:
             return
         its = (iter - self.iter0) / (now - self.t0)
         if self.peak is None: # measured now, and not counted against the training's speed
-            self.peak = measure_peak_flops(self.device, torch.bfloat16 if autocast_dtype(self.device) else torch.float32)
+            self.peak = measure_peak_flops(self.device, self.dtype)
             self.restart(iter)
         self.last = now
         left = (self.max_iters - iter) / its if budget_left is None else min((self.max_iters - iter) / its, budget_left)
         line = (f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
                 f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | MFU {100 * its * self.flops / self.peak:.0f}% | "
                 f"{int(left // 60)}m{int(left % 60):02d}s left")
-        if self.tty:
-            sys.stderr.write('\r' + line + '\033[K')
-            self.shown = True
+        if self.tty: # over the line before: spaces, not an ANSI code, which an old Windows console would print
+            sys.stderr.write('\r' + line.ljust(self.shown))
+            self.shown = len(line)
         else:
             sys.stderr.write(line + '\n')
         sys.stderr.flush()
 
     def clear(self):
         if self.shown:
-            sys.stderr.write('\r\033[K')
+            sys.stderr.write('\r' + ' ' * self.shown + '\r')
             sys.stderr.flush()
-            self.shown = False
+            self.shown = 0
 
 
 def plot_history(history):
@@ -792,8 +840,8 @@ def plot_history(history):
 # ------------
 # speed: the same model, computed faster
 
-def speed_up(model, c):
-    """The model to train: attention by fused kernels, CPU tricks, bf16 on a GPU, torch.compile."""
+def speed_up(model, c, scaler):
+    """The model to train: attention by fused kernels, CPU tricks, autocast to c.dtype, torch.compile."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
     for module in model.modules():
         if type(module) is MultiHeadAttention:
@@ -804,8 +852,7 @@ def speed_up(model, c):
         keep_freed_memory()
     if c.compile:
         model = torch.compile(model)
-    dtype = autocast_dtype(c.device)
-    return Autocast(model, c.device, dtype) if dtype else model
+    return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
 
 
 class FusedAttention(MultiHeadAttention):
@@ -854,21 +901,21 @@ def keep_freed_memory():
         pass
 
 
-def autocast_dtype(device):
-    # bf16 on a GPU that has it: twice the matmul speed, and no loss scaling needed
-    return torch.bfloat16 if device.startswith('cuda') and torch.cuda.is_bf16_supported() else None
-
-
 class Autocast(nn.Module):
     """ The model's forward under autocast (training and evaluation; sampling runs the model itself, in fp32) """
 
-    def __init__(self, model, device, dtype):
+    def __init__(self, model, device, dtype, scaler):
         super().__init__()
-        self.model, self.device_type, self.dtype = model, device.split(':')[0], dtype
+        self.model, self.device_type, self.dtype, self.scaler = model, device.split(':')[0], dtype, scaler
 
     def forward(self, *args):
         with torch.autocast(self.device_type, dtype=self.dtype):
-            return self.model(*args)
+            logits, loss = self.model(*args)
+        if self.scaler.is_enabled() and loss is not None and loss.requires_grad:
+            # loss.backward() starts from loss * scale, as scaler.scale(loss).backward() would: float16's small
+            # gradients stay above its smallest number; Run.before_update divides them back
+            loss.register_hook(self.scaler.scale)
+        return logits, loss
 
 
 def flops_per_iter(model, batch_size, block_size):
@@ -881,19 +928,19 @@ def flops_per_iter(model, batch_size, block_size):
 
 def measure_peak_flops(device, dtype):
     """The best matmul rate of this device in this dtype, measured now (the denominator of MFU)."""
-    n, reps = (8192, 5) if device.startswith('cuda') else (2048, 1)
+    n, reps = (8192, 5) if device.startswith('cuda') else (1024, 1)
     g = torch.Generator(device).manual_seed(0) # not the global one: measuring must not change the run's batches
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    best = float('inf')
-    for _ in range(4):
+    times, start = [], time.perf_counter()
+    while len(times) < 4 and time.perf_counter() - start < 1: # a second at most (float16 on a CPU: 3 s a matmul)
         sync(device)
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
         sync(device)
-        best = min(best, (time.perf_counter() - t) / reps)
-    return 2 * n**3 / best
+        times.append((time.perf_counter() - t) / reps)
+    return 2 * n**3 / min(times)
 
 
 def sync(device):
@@ -911,13 +958,14 @@ def benchmark(c, run):
     train_data, _ = split_data(text, tokenizer(chars)[0])
     model = GPTLanguageModel(len(chars), c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
     print(sum(p.numel() for p in model.parameters())/1e6, 'M parameters')
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, c.device, c.optimizer, c.muon_lr)
+    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, c.optimizer, c.muon_lr)
     model, _ = run.begin(model, optimizer, chars)
     def step():
         xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
         _, loss = model(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        run.before_update(0)
         optimizer.step()
     for _ in range(2): # warm up: allocator, kernels, compilation
         step()
@@ -927,7 +975,7 @@ def benchmark(c, run):
         step()
     sync(c.device)
     dt = (time.perf_counter() - t) / c.bench_iters
-    peak = measure_peak_flops(c.device, torch.bfloat16 if autocast_dtype(c.device) else torch.float32)
+    peak = measure_peak_flops(c.device, getattr(torch, c.dtype))
     print(f"bench: {dt * 1000:.1f} ms/iter | {run.tokens_per_iter / dt / 1000:.1f}k tok/s | "
           f"{run.flops / dt / 1e9:.1f} GFLOP/s of a measured matmul peak of {peak / 1e9:.1f} GFLOP/s: "
           f"MFU {100 * run.flops / dt / peak:.1f}%")
@@ -990,17 +1038,21 @@ def from_rank_0(flag, device):
 # ------------
 # checkpoints
 
-def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0):
-    ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c),
-            'chars': chars, 'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed}
-    tmp = f"{path}.tmp{os.getpid()}"
+def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0, scaler=None):
+    ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c), 'chars': chars,
+            'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed, 'scaler': scaler and scaler.state_dict()}
+    tmp, kept = f"{path}.tmp{os.getpid()}", False
     try:
         torch.save(ckpt, tmp)
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path) # atomic: a kill at any moment leaves the old checkpoint or the new one
+    except PermissionError as e: # a read-only folder; or Windows, which replaces no file another program has open
+        kept = os.path.exists(tmp)
+        raise UsageError(f"cannot write {path} ({e.strerror}): is it open in another program? " + (
+            f"This checkpoint is kept as {tmp}" if kept else "Pass another --ckpt_path="), status=1)
     finally:
-        if os.path.exists(tmp):
+        if os.path.exists(tmp) and not kept:
             os.remove(tmp)
 
 
@@ -1067,15 +1119,16 @@ def main(argv):
     check_device(cfg['device'])
     if cfg['sample']:
         return sample_from_checkpoint(cfg, given)
-    ckpt, which, replaced, edited = None, None, [], []
+    ckpt, which, notes = None, None, []
     if cfg['resume']: # the run carries on as it started: its shape and recipe, unless given here
         ckpt = load_checkpoint(cfg['ckpt_path'])
         apply_checkpoint_config(cfg, given, ckpt, RECIPE)
     else:
-        which, replaced, edited = choose_config(cfg, given)
+        which, notes = choose_config(cfg, given)
     check_config(cfg)
+    notes.append(choose_dtype(cfg)) # the device's, on every run: not carried by --resume
     c = SimpleNamespace(**cfg)
-    run = Run(c, which, replaced, edited, ckpt)
+    run = Run(c, which, notes, ckpt)
     try:
         if c.bench:
             benchmark(c, run)

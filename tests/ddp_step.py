@@ -14,7 +14,7 @@ def one_step(gpt, rank=0, world_size=1, kind='sgd'):
     # differences of lr; SGD moves each weight by exactly what DDP averaged
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     if kind == 'muon': # gpt.py's Muon, alone (its AdamW part would have AdamW's first-step noise)
-        optimizer = gpt.configure_optimizer(model, 0.02, 0.0, 0.99, 'cpu', 'muon').optimizers['muon']
+        optimizer = gpt.configure_optimizer(model, 0.02, 0.0, 0.99, 'muon').optimizers['muon']
     ddp = DDP(model) if torch.distributed.is_initialized() else model # outside torchrun: a rank's share alone
     share = 8 // world_size
     _, loss = ddp(x[rank*share:(rank+1)*share], y[rank*share:(rank+1)*share])

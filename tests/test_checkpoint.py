@@ -55,7 +55,7 @@ def test_checkpoint_holds_what_training_needs(ckpt):
 def test_saved_model_reproduces_the_same_logits(tmp_path):
     torch.manual_seed(0)
     model = gpt.GPTLanguageModel(20, 16, 32, 2, 2).eval()
-    opt = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu')
+    opt = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99)
     chars = [chr(97 + i) for i in range(20)]
     cfg = dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2)
     gpt.save_checkpoint(str(tmp_path / 'm.pt'), model, opt, gpt.SimpleNamespace(**cfg), chars, 7, 1.5)

@@ -47,7 +47,7 @@ def test_fresh_model_loss_is_near_ln_vocab_size():
 def test_tiny_gpt_overfits_one_batch():
     torch.manual_seed(0)
     model = gpt.GPTLanguageModel(65, 16, 64, 4, 2)
-    opt = gpt.configure_optimizer(model, 3e-3, 0.0, 0.99, 'cpu')
+    opt = gpt.configure_optimizer(model, 3e-3, 0.0, 0.99)
     x = torch.randint(65, (4, 16))
     y = torch.randint(65, (4, 16))
     for _ in range(150):

@@ -11,7 +11,7 @@ from conftest import TINY, TINY_GPT
 
 def test_muon_takes_the_blocks_matrices_and_adamw_everything_else():
     model = gpt.GPTLanguageModel(vocab_size=20, block_size=16, n_embd=32, n_head=4, n_layer=3)
-    optimizer = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu', 'muon', 5e-3)
+    optimizer = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'muon', 5e-3)
     (muon,) = optimizer.optimizers['muon'].param_groups
     decay, no_decay = optimizer.optimizers['adamw'].param_groups
     held = [id(p) for g in (muon, decay, no_decay) for p in g['params']]
@@ -26,10 +26,10 @@ def test_muon_takes_the_blocks_matrices_and_adamw_everything_else():
     assert muon['lr'] == 5e-3 and muon['lr_scale'] == pytest.approx(5) and muon['adjust_lr_fn'] == 'match_rms_adamw'
     assert muon['weight_decay'] == 0.1
     # without a muon_lr, twice AdamW's rate: the best ratio measured on a CPU (README, exercise 4)
-    (default,) = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu', 'muon').optimizers['muon'].param_groups
+    (default,) = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'muon').optimizers['muon'].param_groups
     assert default['lr'] == 2e-3 and default['lr_scale'] == 2
     # the default is the lecture's AdamW alone, over every parameter
-    adamw = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'cpu')
+    adamw = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99)
     assert type(adamw) is torch.optim.AdamW and sum(len(g['params']) for g in adamw.param_groups) == len(held)
 
 
@@ -72,7 +72,7 @@ def test_a_muon_checkpoint_resumes_to_the_weights_of_an_uninterrupted_run(tmp_pa
     batches = [(torch.randint(20, (4, 16)), torch.randint(20, (4, 16))) for _ in range(6)]
     def fresh():
         model = gpt.GPTLanguageModel(20, 16, 32, 2, 2)
-        return model, gpt.configure_optimizer(model, 1e-2, 0.1, 0.99, 'cpu', 'muon', 2e-2)
+        return model, gpt.configure_optimizer(model, 1e-2, 0.1, 0.99, 'muon', 2e-2)
     model, optimizer = fresh()
     steps(model, optimizer, batches[:3])
     cfg = gpt.SimpleNamespace(**dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2))

@@ -3,13 +3,15 @@ import http.server
 import math
 import os
 import re
+import subprocess
+import sys
 import threading
 
 import pytest
 
 import bigram
 import gpt
-from conftest import TINY, TINY_GPT, run_script
+from conftest import ROOT, TINY, TINY_GPT, run_script
 
 STEP = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
 
@@ -79,6 +81,7 @@ def test_bad_override_is_refused(script, arg, words, tiny_text, capsys):
     (['--compile=maybe'], "bad value 'maybe' for --compile: expected bool"),
     (['--lr_decay=cos'], "--lr_decay='cos' must be 'none', 'cosine' or 'linear'"),
     (['--learning_rate=1e-3', '--min_lr=1e-2'], '--min_lr=0.01 must be in [0, --learning_rate=0.001]'),
+    (['--dtype=float8'], "--dtype='float8' must be 'auto', 'float32', 'bfloat16' or 'float16'"),
 ])
 def test_gpt_invalid_combinations_are_refused_before_training(args, words, tiny_text, capsys):
     # in this process, to save a start-up of torch each: how a refusal reaches the terminal (one line, exit
@@ -213,3 +216,43 @@ def test_help_exits_0_with_the_usage(capsys):
     for name, default in bigram.HYPERPARAMETERS.items():
         assert re.search(rf'^  --{name}={re.escape(str(default))}( |$)', out, re.M), name
     assert re.search(r'^  --block_size=8 +what is the maximum context length for predictions\?$', out, re.M)
+
+
+
+@pytest.mark.skipif(not hasattr(os, 'openpty'), reason='a pseudo-terminal needs POSIX')
+@pytest.mark.parametrize('script, args', [
+    ('gpt.py', [*TINY_GPT, '--max_iters=1000000', '--eval_interval=1000000', '--max_time=2', '--max_new_tokens=0']),
+    ('bigram.py', ['--max_iters=2500', '--eval_interval=2500', '--eval_iters=1', '--max_new_tokens=0']),
+])
+def test_progress_on_a_terminal_updates_in_place_and_leaves_nothing(script, args, tiny_text):
+    # the line is redrawn after a carriage return, padded with spaces: no ANSI codes, which an old Windows console
+    # would print as they are
+    master, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args, f'--input_path={tiny_text}'],
+                            cwd=tiny_text.parent, stdout=subprocess.DEVNULL, stderr=terminal,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    os.close(terminal)
+    err = b''
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError: # the terminal closed: the script ended
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    err = err.decode()
+    assert '\x1b' not in err and len(re.findall(r'\rstep \d+/\d+ \|', err)) >= 2 # drawn, then redrawn in place
+    rows, row, col = [], [], 0 # what the terminal shows: after a carriage return, characters overwrite the row
+    for ch in err:
+        if ch == '\n':
+            rows.append(''.join(row))
+            row, col = [], 0
+        elif ch == '\r':
+            col = 0
+        else:
+            row[col:col + 1] = [ch]
+            col += 1
+    assert rows == [] and ''.join(row).strip() == '' # nothing left of the line once the run ended

@@ -67,25 +67,27 @@ def test_weight_decay_goes_to_the_matrices_only(tmp_path, capsys):
     assert len(decay['params']) == sum(w.dim() == 2 for w in model.values())
 
 
-def test_training_runs_under_autocast_where_it_is_on(tmp_path, monkeypatch, capsys):
-    # on a CUDA GPU the loop trains and evaluates under bf16 autocast, and samples in fp32. There is no GPU here: the
-    # one thing this test changes is to switch autocast on for the CPU; the real loop runs
-    monkeypatch.setattr(gpt, 'autocast_dtype', lambda device: torch.bfloat16)
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_training_runs_under_autocast_where_it_is_on(dtype, tmp_path, capsys):
+    # a GPU trains and evaluates under bf16 autocast (float16 below compute capability 8.0), and samples in fp32;
+    # --dtype= asks a CPU for the same: the real loop runs
     seen = []
     def record(module, args, out):
         if isinstance(module, gpt.GPTLanguageModel):
             seen.append((module.training, args[1] is not None if len(args) > 1 else False, out[0].dtype))
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
-        run_in_process(tmp_path, '--max_iters=3', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2')
+        run_in_process(tmp_path, '--max_iters=3', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2',
+                       f'--dtype={dtype}')
     finally:
         handle.remove()
     train = [dtype for training, targets, dtype in seen if training and targets]
     evaluate = [dtype for training, targets, dtype in seen if not training and targets]
     generate = [dtype for _, targets, dtype in seen if not targets]
-    assert train == [torch.bfloat16] * 3
-    assert evaluate == [torch.bfloat16] * 4 # two evaluations (steps 0 and 2), one batch of each split
+    assert train == [getattr(torch, dtype)] * 3
+    assert evaluate == [getattr(torch, dtype)] * 4 # two evaluations (steps 0 and 2), one batch of each split
     assert generate == [torch.float32] * 2
+    assert f'  dtype={dtype} (as given)' in capsys.readouterr().out
 
 
 def test_estimate_loss_evaluates_without_dropout_and_leaves_training_on():
@@ -126,9 +128,9 @@ def test_a_log_gets_a_progress_line(tmp_path, monkeypatch, capsys):
 def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkeypatch, capsys):
     saves = []
     save = gpt.save_checkpoint
-    def record(path, model, optimizer, c, chars, iter, best_val_loss, elapsed):
+    def record(path, model, optimizer, c, chars, iter, best_val_loss, *rest):
         saves.append((iter, best_val_loss))
-        save(path, model, optimizer, c, chars, iter, best_val_loss, elapsed)
+        save(path, model, optimizer, c, chars, iter, best_val_loss, *rest)
     monkeypatch.setattr(gpt, 'save_checkpoint', record)
     # one batch an estimate: noisy enough that some evaluations come out worse than an earlier one
     ckpt = run_in_process(tmp_path, '--max_iters=30', '--eval_interval=2', '--eval_iters=1', '--max_new_tokens=0')
@@ -160,12 +162,12 @@ def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkey
 ])
 def test_config_chooses_the_small_values_and_keeps_what_was_given(config, device, given, expect):
     cfg = dict(gpt.HYPERPARAMETERS, config=config, device=device, **given)
-    which, replaced, edited = gpt.choose_config(cfg, set(given))
+    which, notes = gpt.choose_config(cfg, set(given))
     assert which == ('small' if expect.pop('small') else 'lecture')
     for name in gpt.small:
         want = expect.get(name, gpt.small[name] if which == 'small' else gpt.LECTURE[name])
         assert cfg[name] == want, name
-    assert edited == [] and set(replaced).isdisjoint(given)
+    assert not any('as edited' in note for note in notes) and not any(name in ''.join(notes) for name in given)
 
 
 def test_the_lectures_values_are_what_the_block_at_the_top_ships():
