@@ -145,7 +145,7 @@ def test_the_fused_attention_of_part_two_equals_the_lectures():
     model = tiny_model(dropout=1e-6)
     x = torch.randint(11, (3, 16))
     lecture = model(x)[0]
-    fast = gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False))
+    fast = gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None)
     assert {type(m) for m in fast.modules()} >= {gpt.FusedAttention, gpt.CheapDropout}
     assert gpt.MultiHeadAttention not in {type(m) for m in fast.modules()}
     assert torch.allclose(fast.eval()(x)[0], lecture, atol=1e-5) # the fused kernel
