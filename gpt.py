@@ -305,7 +305,7 @@ def train(c, run):
         if run.after_step(iter, loss): # progress; Ctrl-C saves and stops; True after the last step
             break
 
-    run.end() # the checkpoint and its history
+    run.end(val_data) # the checkpoint, its history, the loss on the whole val split
 
     # generate from the model
     context = torch.zeros((1, 1), dtype=torch.long, device=c.device)
@@ -749,7 +749,7 @@ class Run:
             raise SystemExit(130)
         return iter >= self.last_iter
 
-    def end(self):
+    def end(self, val_data):
         signal.signal(signal.SIGINT, self.old_handler)
         if self.master:
             self.progress.close()
@@ -757,10 +757,28 @@ class Run:
             print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
                   f"saved {self.c.ckpt_path} and {self.history}")
             plot_history(self.history)
+            # estimate_loss's random batches stray from it by up to 0.02: this is the number to compare runs by
+            n = (len(val_data) - 1) // self.c.block_size
+            print(f"val loss on the whole val split ({n} windows of {self.c.block_size} characters): "
+                  f"{whole_split_loss(self.raw_model, val_data, self.c.block_size):.4f}")
 
     def save(self, iter):
         save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,
                         self.spent + time.time() - self.t0, self.scaler)
+
+
+@torch.no_grad()
+def whole_split_loss(model, data, block_size):
+    """The mean loss over every character of the split, read in windows of block_size, side by side."""
+    n = (len(data) - 1) // block_size
+    x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
+    training, device = model.training, next(model.parameters()).device
+    model.eval()
+    per = max(1, 2**17 // block_size) # windows at a time: their logits take 34 MB at the small size
+    total = sum(model(x[i:i + per].to(device), y[i:i + per].to(device))[1].item() * len(x[i:i + per])
+                for i in range(0, n, per))
+    model.train(training)
+    return total / n
 
 
 class Progress:

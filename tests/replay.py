@@ -80,16 +80,6 @@ def scale_by_C(heads):
     heads.qkv.register_forward_hook(lambda module, args, out: out * scale)
 
 
-@torch.no_grad()
-def whole_split_loss(model, data, block_size):
-    """The mean loss over every character of the split, read in windows of block_size, side by side."""
-    n = (len(data) - 1) // block_size
-    x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
-    model.eval()
-    total = sum(model(x[i:i + 4096], y[i:i + 4096])[1].item() * len(x[i:i + 4096]) for i in range(0, n, 4096))
-    return total / n
-
-
 def train_stage(stage):
     """The lecture's training loop for one stage, evaluated once at the end."""
     torch.set_num_threads(1) # two stages at a time, one core each: models this small gain nothing from a second thread
@@ -111,7 +101,7 @@ def train_stage(stage):
     seconds = time.time() - t0
     losses = gpt.estimate_loss(model, {'train': train_data, 'val': val_data}, EVAL_ITERS, BATCH_SIZE, BLOCK_SIZE, 'cpu')
     return dict(stage=name, chapter=chapter, lecture=lecture, train=losses['train'], val=losses['val'],
-                whole_val=whole_split_loss(model, val_data, BLOCK_SIZE),
+                whole_val=gpt.whole_split_loss(model, val_data, BLOCK_SIZE),
                 params=sum(p.numel() for p in model.parameters()), seconds=seconds)
 
 
@@ -144,7 +134,7 @@ def scaled_up(*overrides, device='cuda'):
         _, val_data = gpt.split_data(gpt.load_text(INPUT, gpt.data_url), gpt.tokenizer(ckpt['chars'])[0])
         with open(os.path.join(tmp, 'gpt.csv')) as f:
             last = f.read().split()[-1].split(',') # step,train_loss,val_loss,elapsed_s of the last evaluation
-        return float(last[2]), whole_split_loss(model.to(device), val_data.to(device), c['block_size']), \
+        return float(last[2]), gpt.whole_split_loss(model.to(device), val_data.to(device), c['block_size']), \
             sum(p.numel() for p in model.parameters()), seconds
 
 

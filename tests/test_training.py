@@ -85,9 +85,25 @@ def test_training_runs_under_autocast_where_it_is_on(dtype, tmp_path, capsys):
     evaluate = [dtype for training, targets, dtype in seen if not training and targets]
     generate = [dtype for _, targets, dtype in seen if not targets]
     assert train == [getattr(torch, dtype)] * 3
-    assert evaluate == [getattr(torch, dtype)] * 4 # two evaluations (steps 0 and 2), one batch of each split
+    assert evaluate[:4] == [getattr(torch, dtype)] * 4 # two evaluations (steps 0 and 2), one batch of each split
+    assert evaluate[4:] == [torch.float32] # then the whole val split, at the end, with the sample's model
     assert generate == [torch.float32] * 2
     assert f'  dtype={dtype} (as given)' in capsys.readouterr().out
+
+
+def test_the_end_reports_the_saved_models_loss_on_the_whole_val_split(tmp_path, capsys):
+    ckpt = torch.load(run_in_process(tmp_path, '--max_iters=20', '--eval_interval=100', '--max_new_tokens=0'))
+    reported = re.search(r'^val loss on the whole val split \((\d+) windows of 16 characters\): (\d\.\d{4})$',
+                         capsys.readouterr().out, re.M)
+    text = open(TINY, encoding='utf-8').read()
+    val = torch.tensor(gpt.tokenizer(ckpt['chars'])[0](text[int(0.9 * len(text)):]))
+    model = gpt.GPTLanguageModel(len(ckpt['chars']), 16, 32, 2, 2)
+    model.load_state_dict(ckpt['model'])
+    windows = [(val[i:i + 16], val[i + 1:i + 17]) for i in range(0, len(val) - 16, 16)] # every character once
+    with torch.no_grad():
+        mean = sum(model(x[None], y[None])[1].item() for x, y in windows) / len(windows)
+    assert int(reported.group(1)) == len(windows) == (len(val) - 1) // 16
+    assert float(reported.group(2)) == pytest.approx(mean, abs=1e-4)
 
 
 def test_estimate_loss_evaluates_without_dropout_and_leaves_training_on():
