@@ -334,7 +334,7 @@ import requests
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
-dtype = 'auto' # 'float32', 'bfloat16' or 'float16' (with a GradScaler); auto: see choose_dtype
+dtype = 'auto' # or float32, bfloat16, float16; auto: bf16 on a GPU that has it, float16 on an older one, else float32
 optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
 muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (adjust_lr_fn='match_rms_adamw'); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
@@ -488,7 +488,8 @@ def choose_dtype(cfg):
             warnings.simplefilter('ignore')
             try:
                 with torch.autocast(device, dtype=getattr(torch, name)):
-                    ok = (torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)).dtype == getattr(torch, name)
+                    ok = (torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)).dtype == \
+                        getattr(torch, name)
             except RuntimeError:
                 ok = False
         if not ok:
