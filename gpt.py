@@ -573,8 +573,9 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, kind='adamw',
     # scale; twice AdamW's did best on a CPU (README, exercise 4). lr_scale: the schedule gives Muon this share of
     # AdamW's rate (Run.before_update)
     lr = muon_lr or 2 * learning_rate
-    muon = torch.optim.Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr, weight_decay=weight_decay,
-                            adjust_lr_fn='match_rms_adamw')
+    # the decay shrinks the weights by lr * weight_decay a step: scaled by 1 / lr_scale, as fast as AdamW's would
+    muon = torch.optim.Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr,
+                            weight_decay=weight_decay * learning_rate / lr, adjust_lr_fn='match_rms_adamw')
     return Optimizers(adamw=adamw, muon=muon)
 
 
