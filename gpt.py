@@ -49,7 +49,7 @@ small = dict(
     lr_decay='linear', # the last steps refine instead of bouncing around...
     min_lr=0.0, # ...all the way down
     beta2=0.99, # few steps: the second moment follows the gradients faster
-    weight_decay=0.6, # ~15 passes over the text: strong decay keeps it from memorising, so more steps still help
+    weight_decay=0.6, # 10 to 20 passes over the text: strong decay keeps it from memorising, so more steps help
     grad_clip=1.0, # a bad batch cannot throw the large steps off course
 )
 # ------------
@@ -570,7 +570,7 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, kind='adamw',
     if kind == 'adamw':
         return adamw
     # 'match_rms_adamw' scales each matrix's update to the size AdamW's would have, so that Muon's rate is on AdamW's
-    # scale; twice AdamW's did best on a CPU (README, exercise 4). lr_scale: the schedule gives Muon this share of
+    # scale; twice AdamW's did best on a CPU (of 0.5x to 4x). lr_scale: the schedule gives Muon this share of
     # AdamW's rate (Run.before_update)
     lr = muon_lr or 2 * learning_rate
     # the decay shrinks the weights by lr * weight_decay a step: scaled by 1 / lr_scale, as fast as AdamW's would
