@@ -23,7 +23,7 @@ def test_muon_takes_the_blocks_matrices_and_adamw_everything_else():
     assert sorted(names[id(p)] for p in decay['params']) == [
         'lm_head.weight', 'position_embedding_table.weight', 'token_embedding_table.weight']
     assert all(p.dim() == 1 for p in no_decay['params'])
-    assert muon['lr'] == 5e-3 and muon['lr_scale'] == pytest.approx(5) and muon['adjust_lr_fn'] == 'match_rms_adamw'
+    assert muon['lr'] == 5e-3 and muon['lr_scale'] == pytest.approx(5)
     # decoupled decay shrinks a matrix by lr * weight_decay a step: Muon's, at 5 times AdamW's rate, as much as AdamW's
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -106,10 +106,38 @@ def test_resume_keeps_the_optimizer_and_refuses_another(tmp_path, capsys):
         gpt.main([*args, '--resume', '--max_iters=20', '--optimizer=adamw'])
 
 
-def test_muon_needs_a_torch_that_has_it(monkeypatch):
-    monkeypatch.delattr(torch.optim, 'Muon') # as in a torch before 2.9
-    with pytest.raises(gpt.UsageError, match=r"--optimizer=muon needs torch.optim.Muon, new in PyTorch 2.9"):
-        gpt.main([*TINY_GPT, f'--input_path={TINY}', '--optimizer=muon'])
+@pytest.mark.skipif(not hasattr(torch.optim, 'Muon'), reason='torch.optim.Muon is new in PyTorch 2.9')
+def test_in_bf16_muon_is_torch_optim_muon_to_the_bit():
+    torch.manual_seed(0)
+    mine = [torch.nn.Parameter(torch.randn(shape)) for shape in ((48, 16), (16, 16), (16, 64))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in mine]
+    optimizers = (gpt.Muon(mine, lr=0.02, weight_decay=0.1, ns_dtype=torch.bfloat16),
+                  torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1, adjust_lr_fn='match_rms_adamw'))
+    for _ in range(3): # the momentum and the decay included
+        grads = [torch.randn_like(p) for p in mine]
+        for params, optimizer in zip((mine, theirs), optimizers):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+
+
+def test_newton_schulz_makes_a_gradient_about_orthogonal_in_float32_and_bf16():
+    torch.manual_seed(0)
+    G = torch.randn(128, 32) @ torch.diag(torch.logspace(-2, 0, 32)) # directions of 100-fold different sizes
+    singular = torch.linalg.svdvals(G)
+    assert singular.max() / singular.min() > 100
+    for dtype in (torch.float32, torch.bfloat16):
+        U = gpt.newton_schulz(G, dtype)
+        assert U.shape == G.shape and U.dtype == dtype
+        # every direction moved by about as much: singular values near 1 (0.7 to 1.2 is the quintic's design)
+        singular = torch.linalg.svdvals(U.float())
+        assert singular.min() > 0.5 and singular.max() < 1.5, (dtype, singular)
+    # the run's dtype decides: bf16 only where the model computes in bf16
+    model = gpt.GPTLanguageModel(vocab_size=20, block_size=16, n_embd=32, n_head=4, n_layer=1)
+    for dtype, expected in (('bfloat16', torch.bfloat16), ('float32', torch.float32), ('float16', torch.float32)):
+        muon = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'muon', dtype=dtype).optimizers['muon']
+        assert muon.ns_dtype == expected
 
 
 def test_bench_and_the_time_budget_run_muon_too(tmp_path, capsys):
