@@ -336,7 +336,7 @@ config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewher
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
 dtype = 'auto' # or float32, bfloat16, float16; auto: bf16 on a GPU that has it, float16 on an older one, else float32
 optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
-muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (adjust_lr_fn='match_rms_adamw'); 0: twice learning_rate
+muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (updates scaled to AdamW's size); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -571,8 +571,7 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, kind='adamw',
     # (Run.before_update)
     lr = muon_lr or 2 * learning_rate
     # the decay shrinks the weights by lr * weight_decay a step: scaled by 1 / lr_scale, as fast as AdamW's would.
-    # Newton-Schulz in bf16 where the run computes in bf16, as torch.optim.Muon everywhere; else float32, as bf16 took
-    # 3x as long on a CPU without AMX (and float16 is not measured)
+    # Newton-Schulz in bf16 only where the run computes in it (see Muon)
     ns_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
     muon = Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr,
                 weight_decay=weight_decay * learning_rate / lr, ns_dtype=ns_dtype)
@@ -610,10 +609,11 @@ def newton_schulz(G, dtype, steps=5, eps=1e-7):
     if G.size(0) > G.size(1):
         X = X.T # X @ X.T on the smaller side
     X = X / X.norm().clamp(min=eps) # a spectral norm of at most 1, where the iteration converges
+    a, b, c = 3.4445, -4.7750, 2.0315
     for _ in range(steps):
         A = X @ X.T
-        B = torch.addmm(A, A, A, beta=-4.7750, alpha=2.0315) # b A + c A^2
-        X = torch.addmm(X, B, X, beta=3.4445) # a X + B X
+        B = torch.addmm(A, A, A, beta=b, alpha=c)
+        X = torch.addmm(X, B, X, beta=a) # a X + b (X X^T) X + c (X X^T)^2 X
     return X.T if G.size(0) > G.size(1) else X
 
 

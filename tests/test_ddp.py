@@ -83,10 +83,8 @@ def test_muon_orthogonalises_the_gradient_ddp_averaged(tmp_path):
     matrices = [name for name, w in init.items() if name.startswith('blocks.') and w.dim() == 2]
     assert len(matrices) == 8 # qkv, proj and the feed-forward's two, in each of the two blocks
     # measured against the largest update, the two ranks' update differed from one process's by up to 2e-5 (Newton-
-    # Schulz in float32, as on a CPU; in bf16, where its iterations amplify the rounding of gradients that differ by
-    # 1e-8 as DDP summed them in another order, by up to 0.037 on Xeons with and without AMX), a rank's half alone by
-    # 0.73 to 1.24. 0.15 lies between the two, 4x or more from each: it tells the averaged update from a half's on any
-    # host, whatever its rounding
+    # Schulz in float32; in bf16, which amplifies the rounding of DDP's differently summed gradients, up to 0.037), a
+    # rank's half alone by 0.73 to 1.24. 0.15 lies between, 4x or more from each, on any host whatever its rounding
     for name in matrices:
         update = one['weights'][name] - init[name]
         assert update.abs().max() > 1e-3, name # Muon moved it

@@ -133,7 +133,9 @@ def test_newton_schulz_makes_a_gradient_about_orthogonal_in_float32_and_bf16():
         # every direction moved by about as much: singular values near 1 (0.7 to 1.2 is the quintic's design)
         singular = torch.linalg.svdvals(U.float())
         assert singular.min() > 0.5 and singular.max() < 1.5, (dtype, singular)
-    # the run's dtype decides: bf16 only where the model computes in bf16
+
+
+def test_newton_schulz_runs_in_bf16_only_where_the_model_computes_in_bf16():
     model = gpt.GPTLanguageModel(vocab_size=20, block_size=16, n_embd=32, n_head=4, n_layer=1)
     for dtype, expected in (('bfloat16', torch.bfloat16), ('float32', torch.float32), ('float16', torch.float32)):
         muon = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99, 'muon', dtype=dtype).optimizers['muon']
