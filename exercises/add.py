@@ -3,16 +3,17 @@ add.py: the lecture's exercise 2, advanced suggestion: train the lecture's trans
 imported, not copied) to add two numbers, a+b=c, and measure how many problems it never saw it gets right.
 
     python exercises/add.py                              3-digit addition: train, then test on held-out problems
-    python exercises/add.py --n_digits=2 --ops=+-*       any option as --name=value (python exercises/add.py --help)
+    python exercises/add.py --n_digits=2 --ops=+-*/      any option as --name=value (python exercises/add.py --help)
     python exercises/add.py --sample --prompt="123+456=" the checkpoint's answer, greedy
 
 A problem is one line of characters, always the same length for a given n_digits: a and b zero-padded to n_digits,
-then c zero-padded to its widest (n_digits + 1 for + and -, 2 * n_digits with *; a '-' in front if negative), written
-backwards (ones first, the order in which we add by hand: each digit then needs only the digits and the carry
-before it; measured, the model learned 3- and 4-digit addition as fast the usual way round, --reverse=False),
-then the end mark '$'. With n_digits=2:
+then c zero-padded to its widest (n_digits + 1 for + and -, 2 * n_digits with * or /; a '-' in front if negative;
+a/b is the quotient then the remainder, n_digits each, b > 0), written backwards (ones first, the order in which we
+add by hand: each digit then needs only the digits and the carry before it; measured, the model learned 3- and
+4-digit addition as fast the usual way round, --reverse=False), then the end mark '$'. With n_digits=2:
 
     57+68=125  is  57+68=521$        5+7=12  is  05+07=210$        57-68=-11  is  57-68=11-$
+    57/08=7 r 1  is  57/08=1070$  (07 01, backwards)
 """
 import os
 import re
@@ -29,7 +30,7 @@ from gpt import GPTLanguageModel, UsageError
 
 # the problems
 n_digits = 3 # a and b have up to this many digits
-ops = '+' # the operations to learn, one drawn at random per problem: any of + - *
+ops = '+' # the operations to learn, one drawn at random per problem: any of + - * / (/: quotient and remainder)
 reverse = True # write c ones first; False: as usual, the most significant digit first
 mask = True # train on the answer only: a and b are random, predicting them teaches nothing
 held_out = 10 # percent of the problems, chosen by a hash of (a, op, b), never trained on (at most 50)
@@ -57,19 +58,24 @@ sample = False # only answer --prompt with the checkpoint at ckpt_path (no train
 prompt = '' # a problem for --sample, like 123+456=
 
 OPTIONS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
-VOCAB = '0123456789+-*=$' # every character a problem can have; '$' ends the answer
-OPS = '+-*'
+VOCAB = '0123456789+-*=$/' # every character a problem can have; '$' ends the answer ('/' last: older checkpoints)
+OPS = '+-*/'
 encode, decode = gpt.tokenizer(VOCAB)
 
 # ------------
 # the problems
 
-def solve(a, op, b):
-    return a + b if op == '+' else a - b if op == '-' else a * b
+def solve(a, op, b, n_digits):
+    """c as one number: a/b is the quotient's digits then the remainder's, n_digits each (57/8, 2 digits: 701)."""
+    return a + b if op == '+' else a - b if op == '-' else a * b if op == '*' else a // b * 10**n_digits + a % b
+
+
+def as_written(value, op, n_digits):
+    return f"{value // 10**n_digits} r {value % 10**n_digits}" if op == '/' else str(value)
 
 
 def answer_width(c):
-    return 2 * c.n_digits if '*' in c.ops else c.n_digits + 1
+    return 2 * c.n_digits if set('*/') & set(c.ops) else c.n_digits + 1
 
 
 def prompt_len(c):
@@ -78,7 +84,7 @@ def prompt_len(c):
 
 def problem_text(a, op, b, c):
     """'057+068=5210$': the whole problem as the model reads it (see the top of this file)."""
-    answer = f"{solve(a, op, b):0{answer_width(c)}d}" # zero-padded, a '-' in front if negative
+    answer = f"{solve(a, op, b, c.n_digits):0{answer_width(c)}d}" # zero-padded, a '-' in front if negative
     return f"{a:0{c.n_digits}d}{op}{b:0{c.n_digits}d}=" + (answer[::-1] if c.reverse else answer) + '$'
 
 
@@ -95,7 +101,7 @@ def random_problems(c, n, generator=None):
     a = torch.randint(10**c.n_digits, (n,), generator=generator)
     b = torch.randint(10**c.n_digits, (n,), generator=generator)
     op = torch.tensor([OPS.index(o) for o in c.ops])[torch.randint(len(c.ops), (n,), generator=generator)]
-    return a, op, b
+    return a, op, torch.where((op == OPS.index('/')) & (b == 0), 1, b) # no division by 0 (b = 1 twice as often)
 
 
 def encode_problems(a, op, b, c):
@@ -129,6 +135,8 @@ def eval_set(c):
     if total <= 10**7: # every problem, to count the held-out ones exactly
         i = torch.arange(total)
         a, op, b = i // n % n, torch.tensor([OPS.index(o) for o in c.ops])[i // (n * n)], i % n
+        a, op, b = (t[(op != OPS.index('/')) | (b > 0)] for t in (a, op, b)) # not a/0
+        total = len(a)
     else: # a million at random stand for them
         a, op, b = random_problems(c, 10**6, g)
     held = is_held_out(a, op, b, c)
@@ -142,9 +150,9 @@ def eval_set(c):
 # ------------
 # the model: gpt.py's, with a block just long enough for one problem
 
-def build_model(c):
+def build_model(c, vocab=VOCAB):
     block_size = prompt_len(c) + answer_width(c) # the problem less its last character, the end mark
-    return GPTLanguageModel(len(VOCAB), block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
+    return GPTLanguageModel(len(vocab), block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
 
 
 @torch.no_grad()
@@ -225,7 +233,7 @@ def answer(c):
     try:
         ckpt = torch.load(c.ckpt_path, map_location='cpu', weights_only=True)
         trained = SimpleNamespace(**{**ckpt['config'], 'device': c.device}) # the problems and model it learned
-        model = build_model(trained)
+        model = build_model(trained, ckpt['vocab']) # one from before '/' has one token fewer
         model.load_state_dict(ckpt['model'])
     except FileNotFoundError:
         raise UsageError(f"no checkpoint at {c.ckpt_path}: train one first with 'python exercises/add.py'", status=1)
@@ -234,16 +242,20 @@ def answer(c):
     unknown = sorted(set(c.prompt) - set(VOCAB))
     if unknown:
         raise UsageError(f"--prompt={c.prompt!r} has characters the model never saw: {''.join(unknown)!r}")
-    m = re.fullmatch(r'(\d+)([-+*])(\d+)=', c.prompt)
-    if not m or m[2] not in trained.ops or max(len(m[1]), len(m[3])) > trained.n_digits:
-        raise UsageError(f"--prompt={c.prompt!r} must be a problem like the checkpoint's, a{trained.ops[0]}b= with "
-                         f"a and b of up to {trained.n_digits} digits and an operation of {trained.ops!r}")
+    m = re.fullmatch(r'(\d+)([-+*/])(\d+)=', c.prompt)
+    bad = not m or m[2] not in trained.ops or max(len(m[1]), len(m[3])) > trained.n_digits
+    if bad or m[2] == '/' and int(m[3]) == 0:
+        raise UsageError(f"--prompt={c.prompt!r} must be a problem like the checkpoint's, a{trained.ops[0]}b= with a "
+                         f"and b of up to {trained.n_digits} digits (b > 0 for /) and an operation of {trained.ops!r}")
     a, op, b = int(m[1]), m[2], int(m[3])
     idx = torch.tensor([encode(problem_text(a, op, b, trained)[:prompt_len(trained)])], device=c.device)
     out = decode(greedy(model.eval(), idx, answer_width(trained) + 1)[0, prompt_len(trained):].tolist())
     written = out[:-1][::-1] if trained.reverse else out[:-1] # as we write numbers, most significant first
-    said = str(int(written)) if out[-1] == '$' and re.fullmatch(r'-?\d+', written) else f'{out!r} (not a number)'
-    print(f"{c.prompt}{said}" + ('' if said == str(solve(a, op, b)) else f"  (wrong: it is {solve(a, op, b)})"))
+    n = trained.n_digits
+    said = as_written(int(written), op, n) if out[-1] == '$' and re.fullmatch(r'-?\d+', written) else \
+        f'{out!r} (not a number)'
+    truth = as_written(solve(a, op, b, n), op, n)
+    print(f"{c.prompt}{said}" + ('' if said == truth else f"  (wrong: it is {truth})"))
 
 # ------------
 # the command line, as gpt.py's
@@ -272,7 +284,7 @@ def check(c):
     if c.n_digits > 9:
         raise UsageError(f"--n_digits={c.n_digits} must be at most 9 (a*b must fit in 64 bits)")
     if not c.ops or set(c.ops) - set(OPS) or len(set(c.ops)) < len(c.ops):
-        raise UsageError(f"--ops={c.ops!r} must be some of '+-*', each once")
+        raise UsageError(f"--ops={c.ops!r} must be some of {OPS!r}, each once")
     if not 1 <= c.held_out <= 50:
         raise UsageError(f"--held_out={c.held_out} must be a percentage from 1 to 50")
     if c.n_embd % c.n_head:

@@ -27,6 +27,9 @@ def test_a_problem_is_a_and_b_padded_then_c_backwards_then_the_end_mark():
     assert add.problem_text(57, '*', 68, config(n_digits=2, ops='+*')) == '57*68=6783$' # 3876: 2 * n_digits wide
     assert add.problem_text(5, '+', 7, config(n_digits=2, ops='+*')) == '05+07=2100$' # one width for all ops
     assert add.problem_text(999, '+', 999, config()) == '999+999=8991$'
+    # 57/8 = 7 r 1: the quotient then the remainder, n_digits each (07 01), backwards as a whole
+    assert add.problem_text(57, '/', 8, config(n_digits=2, ops='/')) == '57/08=1070$'
+    assert add.problem_text(57, '/', 8, config(n_digits=2, ops='/', reverse=False)) == '57/08=0701$'
 
 
 @pytest.mark.parametrize('mask', [True, False])
@@ -51,20 +54,20 @@ def test_the_loss_leaves_out_the_prompt_exactly_when_masked(mask):
         assert torch.allclose(loss, F.cross_entropy(logits[:, P - 1:].reshape(-1, V), y[:, P - 1:].reshape(-1)))
 
 
-@pytest.mark.parametrize('n_digits, ops', [(1, '+'), (2, '+-*')])
+@pytest.mark.parametrize('n_digits, ops', [(1, '+'), (2, '+-*/')])
 def test_held_out_problems_never_reach_a_training_batch(n_digits, ops):
     c = config(n_digits=n_digits, ops=ops)
     n = 10**n_digits
-    every = {(a, op, b) for op in ops for a in range(n) for b in range(n)}
+    every = {(a, op, b) for op in ops for a in range(n) for b in range(n) if op != '/' or b > 0} # not a/0
     held = {(a, op, b) for a, op, b in every if add.is_held_out(a, add.OPS.index(op), b, c)}
     assert 0.05 < len(held) / len(every) < 0.15 # held_out=10: about a tenth
     seen = set()
     for _ in range(100):
         x, _ = add.get_batch(c, 256)
         for row in x.tolist():
-            a, op, b = re.match(r'(\d+)([-+*])(\d+)=', add.decode(row)).groups()
+            a, op, b = re.match(r'(\d+)([-+*/])(\d+)=', add.decode(row)).groups()
             seen.add((int(a), op, int(b)))
-    assert not seen & held
+    assert not seen & held and seen <= every
     if n_digits == 1:
         assert seen == every - held # and every other problem is served
     # the test set: distinct held-out problems, all of them where there are fewer than eval_problems
@@ -102,6 +105,18 @@ def test_sample_answers_a_held_out_problem(trained):
     assert r.stdout == f'{a}+{b}={a + b}\n' # written back the usual way round
 
 
+def test_a_division_is_answered_as_quotient_and_remainder(tmp_path, capsys):
+    path = tmp_path / 'div.pt'
+    add.main(['--n_digits=1', '--ops=/', '--n_layer=1', '--n_embd=16', '--max_iters=20', '--max_time=0',
+              '--eval_interval=100', '--device=cpu', f'--ckpt_path={path}'])
+    assert '90 problems (a/b with a, b < 10)' in capsys.readouterr().out # b = 0 is not a problem
+    add.main(['--sample', '--prompt=9/2=', f'--ckpt_path={path}'])
+    said = capsys.readouterr().out # right or wrong after 20 steps, as we write it, and the truth when wrong
+    assert re.fullmatch(r"9/2=(4 r 1|(\d+ r \d+|'.*' \(not a number\))  \(wrong: it is 4 r 1\))\n", said), said
+    with pytest.raises(add.UsageError, match=r'b > 0 for /'):
+        add.main(['--sample', '--prompt=9/0=', f'--ckpt_path={path}'])
+
+
 @pytest.mark.parametrize('prompt, words', [
     ('5+x=', "characters the model never saw: 'x'"),
     ('5+7', "must be a problem like the checkpoint's, a+b= with a and b of up to 2 digits"),
@@ -137,8 +152,8 @@ def test_a_bad_value_exits_2_with_one_line(arg, words, tmp_path):
 
 @pytest.mark.parametrize('args, words', [
     (['--nope=1'], "unknown option '--nope=1'; valid names: n_digits, ops,"),
-    (['--ops=/'], "--ops='/' must be some of '+-*', each once"),
-    (['--ops=++'], "--ops='++' must be some of '+-*', each once"),
+    (['--ops=%'], "--ops='%' must be some of '+-*/', each once"),
+    (['--ops=++'], "--ops='++' must be some of '+-*/', each once"),
     (['--held_out=60'], '--held_out=60 must be a percentage from 1 to 50'),
     (['--n_embd=30', '--n_head=4'], '--n_embd=30 must be divisible by --n_head=4'),
     (['--reverse=maybe'], "bad value 'maybe' for --reverse: expected bool"),
