@@ -13,7 +13,7 @@ add by hand: each digit then needs only the digits and the carry before it; meas
 4-digit addition as fast the usual way round, --reverse=False), then the end mark '$'. With n_digits=2:
 
     57+68=125  is  57+68=521$        5+7=12  is  05+07=210$        57-68=-11  is  57-68=11-$
-    57/08=7 r 1  is  57/08=1070$  (07 01, backwards)
+    57/08=7 r 1  is  57/08=1070$  (07 01, backwards)         57*68=3876  with --cot  is  57*68=654+243=6783$
 """
 import os
 import re
@@ -33,6 +33,7 @@ n_digits = 3 # a and b have up to this many digits
 ops = '+' # the operations to learn, one drawn at random per problem: any of + - * / (/: quotient and remainder)
 reverse = True # write c ones first; False: as usual, the most significant digit first
 mask = True # train on the answer only: a and b are random, predicting them teaches nothing
+cot = False # with --ops=*: first write the partial products, a times each digit of b (ones first), then c
 held_out = 10 # percent of the problems, chosen by a hash of (a, op, b), never trained on (at most 50)
 eval_problems = 2000 # held-out problems to test on (all of them, if there are fewer)
 # the model: 102,415 parameters at 3 digits, more than it needs (one layer 16 wide learned it too)
@@ -75,6 +76,11 @@ def as_written(value, op, n_digits):
 
 
 def answer_width(c):
+    """How many characters follow '=' before the end mark: c, and with --cot the partial products before it."""
+    return c_width(c) + (c.n_digits * (c.n_digits + 2) if c.cot else 0) # n partials of n + 1 digits, each and '+'/'='
+
+
+def c_width(c):
     return 2 * c.n_digits if set('*/') & set(c.ops) else c.n_digits + 1
 
 
@@ -84,8 +90,13 @@ def prompt_len(c):
 
 def problem_text(a, op, b, c):
     """'057+068=5210$': the whole problem as the model reads it (see the top of this file)."""
-    answer = f"{solve(a, op, b, c.n_digits):0{answer_width(c)}d}" # zero-padded, a '-' in front if negative
-    return f"{a:0{c.n_digits}d}{op}{b:0{c.n_digits}d}=" + (answer[::-1] if c.reverse else answer) + '$'
+    answer = f"{solve(a, op, b, c.n_digits):0{c_width(c)}d}" # zero-padded, a '-' in front if negative
+    if c.cot: # 57*68: 456 and 342, then 3876
+        partials = [f"{a * int(d):0{c.n_digits + 1}d}" for d in reversed(f"{b:0{c.n_digits}d}")]
+        answer = '+'.join(p[::-1] if c.reverse else p for p in partials) + '=' + (answer[::-1] if c.reverse else answer)
+    elif c.reverse:
+        answer = answer[::-1]
+    return f"{a:0{c.n_digits}d}{op}{b:0{c.n_digits}d}=" + answer + '$'
 
 
 def is_held_out(a, op, b, c):
@@ -171,7 +182,7 @@ def evaluate(model, problems, c):
     model.eval()
     out = greedy(model, data[:, :prompt_len(c)], data.size(1) - prompt_len(c))
     model.train()
-    right = out[:, prompt_len(c):] == data[:, prompt_len(c):] # (problems, characters of c, then the end mark)
+    right = out[:, -c_width(c) - 1:] == data[:, -c_width(c) - 1:] # (problems, characters of c, then the end mark)
     digits = right[:, :-1] if c.reverse else right[:, :-1].flip(1)
     return right.all(1).float().mean().item(), digits.float().mean(0).tolist()
 
@@ -232,7 +243,7 @@ def save(c, model):
 def answer(c):
     try:
         ckpt = torch.load(c.ckpt_path, map_location='cpu', weights_only=True)
-        trained = SimpleNamespace(**{**ckpt['config'], 'device': c.device}) # the problems and model it learned
+        trained = SimpleNamespace(**{**OPTIONS, **ckpt['config'], 'device': c.device}) # the problems it learned
         model = build_model(trained, ckpt['vocab']) # one from before '/' has one token fewer
         model.load_state_dict(ckpt['model'])
     except FileNotFoundError:
@@ -249,7 +260,7 @@ def answer(c):
                          f"and b of up to {trained.n_digits} digits (b > 0 for /) and an operation of {trained.ops!r}")
     a, op, b = int(m[1]), m[2], int(m[3])
     idx = torch.tensor([encode(problem_text(a, op, b, trained)[:prompt_len(trained)])], device=c.device)
-    out = decode(greedy(model.eval(), idx, answer_width(trained) + 1)[0, prompt_len(trained):].tolist())
+    out = decode(greedy(model.eval(), idx, answer_width(trained) + 1)[0, -c_width(trained) - 1:].tolist()) # c, '$'
     written = out[:-1][::-1] if trained.reverse else out[:-1] # as we write numbers, most significant first
     n = trained.n_digits
     said = as_written(int(written), op, n) if out[-1] == '$' and re.fullmatch(r'-?\d+', written) else \
@@ -287,6 +298,8 @@ def check(c):
         raise UsageError(f"--ops={c.ops!r} must be some of {OPS!r}, each once")
     if not 1 <= c.held_out <= 50:
         raise UsageError(f"--held_out={c.held_out} must be a percentage from 1 to 50")
+    if c.cot and c.ops != '*':
+        raise UsageError(f"--cot writes the partial products of a*b: it needs --ops=*, not --ops={c.ops}")
     if c.n_embd % c.n_head:
         raise UsageError(f"--n_embd={c.n_embd} must be divisible by --n_head={c.n_head}")
     if not 0 <= c.dropout < 1:

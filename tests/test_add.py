@@ -30,6 +30,9 @@ def test_a_problem_is_a_and_b_padded_then_c_backwards_then_the_end_mark():
     # 57/8 = 7 r 1: the quotient then the remainder, n_digits each (07 01), backwards as a whole
     assert add.problem_text(57, '/', 8, config(n_digits=2, ops='/')) == '57/08=1070$'
     assert add.problem_text(57, '/', 8, config(n_digits=2, ops='/', reverse=False)) == '57/08=0701$'
+    # --cot: first a times each digit of b (57*8 = 456, 57*6 = 342), then c, each ones first
+    assert add.problem_text(57, '*', 68, config(n_digits=2, ops='*', cot=True)) == '57*68=654+243=6783$'
+    assert add.problem_text(57, '*', 68, config(n_digits=2, ops='*', cot=True, reverse=False)) == '57*68=456+342=3876$'
 
 
 @pytest.mark.parametrize('mask', [True, False])
@@ -155,6 +158,7 @@ def test_a_bad_value_exits_2_with_one_line(arg, words, tmp_path):
     (['--ops=%'], "--ops='%' must be some of '+-*/', each once"),
     (['--ops=++'], "--ops='++' must be some of '+-*/', each once"),
     (['--held_out=60'], '--held_out=60 must be a percentage from 1 to 50'),
+    (['--cot'], '--cot writes the partial products of a*b: it needs --ops=*, not --ops=+'),
     (['--n_embd=30', '--n_head=4'], '--n_embd=30 must be divisible by --n_head=4'),
     (['--reverse=maybe'], "bad value 'maybe' for --reverse: expected bool"),
 ])
