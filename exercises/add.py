@@ -59,7 +59,7 @@ sample = False # only answer --prompt with the checkpoint at ckpt_path (no train
 prompt = '' # a problem for --sample, like 123+456=
 
 OPTIONS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
-VOCAB = '0123456789+-*=$/' # every character a problem can have; '$' ends the answer ('/' last: older checkpoints)
+VOCAB = '0123456789+-*=$/' # every character a problem can have; '$' ends the answer ('/' last: old tokens stay)
 OPS = '+-*/'
 encode, decode = gpt.tokenizer(VOCAB)
 
@@ -77,7 +77,7 @@ def as_written(value, op, n_digits):
 
 def answer_width(c):
     """How many characters follow '=' before the end mark: c, and with --cot the partial products before it."""
-    return c_width(c) + (c.n_digits * (c.n_digits + 2) if c.cot else 0) # n partials of n + 1 digits, each and '+'/'='
+    return c_width(c) + (c.n_digits * (c.n_digits + 2) if c.cot else 0) # n partials of n + 1 digits, and '+' or '='
 
 
 def c_width(c):
