@@ -593,7 +593,9 @@ class Muon(torch.optim.Optimizer):
             for p in group['params']:
                 if p.grad is None:
                     continue
-                buf = self.state[p].setdefault('momentum_buffer', torch.zeros_like(p))
+                if 'momentum_buffer' not in self.state[p]: # not setdefault: it would allocate zeros every step
+                    self.state[p]['momentum_buffer'] = torch.zeros_like(p)
+                buf = self.state[p]['momentum_buffer']
                 buf.lerp_(p.grad, 1 - group['momentum'])
                 # Nesterov: orthogonalise the gradient moved on along the momentum, not the momentum itself
                 update = newton_schulz(p.grad.lerp(buf, group['momentum']), self.ns_dtype)
