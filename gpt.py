@@ -415,8 +415,13 @@ def check_config(cfg):
         raise UsageError(f"--temperature={cfg['temperature']} must be positive")
     if cfg['top_k'] < 0:
         raise UsageError(f"--top_k={cfg['top_k']} must be 0 (no cutoff) or positive")
-    if cfg['max_new_tokens'] < 0:
-        raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
+    for name in ('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time'):
+        if cfg[name] < 0:
+            raise UsageError(f"--{name}={cfg[name]} must be 0 or more")
+    if not 0 <= cfg['beta2'] < 1:
+        raise UsageError(f"--beta2={cfg['beta2']} must be in [0, 1)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(cfg['ckpt_path']))):
+        raise UsageError(f"--ckpt_path={cfg['ckpt_path']}: no such folder; make it first")
     if cfg['lr_decay'] not in ('none', 'cosine', 'linear'):
         raise UsageError(f"--lr_decay={cfg['lr_decay']!r} must be 'none', 'cosine' or 'linear'")
     if not 0 <= cfg['min_lr'] <= cfg['learning_rate']:
@@ -1104,9 +1109,10 @@ def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elaps
             'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed, 'scaler': scaler and scaler.state_dict()}
     tmp, kept = f"{path}.tmp{os.getpid()}", False
     try:
-        torch.save(ckpt, tmp)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
+        with open(tmp, 'wb') as f: # written, then flushed to the disk before it replaces the old one
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno()) # (Windows syncs only a file opened for writing)
         os.replace(tmp, path) # atomic: a kill at any moment leaves the old checkpoint or the new one
     except PermissionError as e: # a read-only folder; or Windows, which replaces no file another program has open
         kept = os.path.exists(tmp)

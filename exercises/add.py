@@ -34,7 +34,7 @@ ops = '+' # the operations to learn, one drawn at random per problem: any of + -
 reverse = True # write c ones first; False: as usual, the most significant digit first
 mask = True # train on the answer only: a and b are random, predicting them teaches nothing
 cot = False # with --ops=*: first write the partial products, a times each digit of b (ones first), then c
-held_out = 10 # percent of the problems, chosen by a hash of (a, op, b), never trained on (at most 50)
+held_out = 25 # percent of the problems, chosen by a hash of (a, op, b), never trained on (2 digits: 2,000 or more)
 eval_problems = 2000 # held-out problems to test on (all of them, if there are fewer)
 # the model: 102,415 parameters at 3 digits, more than it needs (one layer 16 wide learned it too)
 n_layer = 2 # blocks
@@ -102,6 +102,8 @@ def problem_text(a, op, b, c):
 def is_held_out(a, op, b, c):
     """Whether the problem a OPS[op] b is held out, for ints or tensors of them: a hash of the problem into 100
     buckets, the first c.held_out of them held out. The split of + is the same whatever else ops holds."""
+    swap = (op % 2 == 0) * (a > b) # + and * (0 and 2) commute: b+a goes where a+b goes, or it would give a+b away
+    a, b = a + swap * (b - a), b + swap * (a - b)
     x = ((a * 10**c.n_digits + b) * 4 + op) % 2**31 # the problem as one number (mod 2^31: the product fits int64)
     h = x * 2654435761 % 2**32 # Knuth's multiplicative hash: neighbouring problems land far apart
     return (h >> 16) % 100 < c.held_out
@@ -308,8 +310,13 @@ def check(c):
         raise UsageError(f"--lr_decay={c.lr_decay!r} must be 'none', 'linear' or 'cosine'")
     if not 0 <= c.min_lr <= c.learning_rate:
         raise UsageError(f"--min_lr={c.min_lr} must be in [0, --learning_rate={c.learning_rate}]")
-    if c.max_time < 0 or c.warmup_iters < 0:
-        raise UsageError("--max_time and --warmup_iters must be 0 or more")
+    for name in ('max_time', 'warmup_iters', 'weight_decay'):
+        if getattr(c, name) < 0:
+            raise UsageError(f"--{name}={getattr(c, name)} must be 0 or more")
+    if not 0 <= c.beta2 < 1:
+        raise UsageError(f"--beta2={c.beta2} must be in [0, 1)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(c.ckpt_path))):
+        raise UsageError(f"--ckpt_path={c.ckpt_path}: no such folder; make it first")
     gpt.check_device(c.device)
 
 

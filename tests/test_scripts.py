@@ -82,6 +82,9 @@ def test_bad_override_is_refused(script, arg, words, tiny_text, capsys):
     (['--lr_decay=cos'], "--lr_decay='cos' must be 'none', 'cosine' or 'linear'"),
     (['--learning_rate=1e-3', '--min_lr=1e-2'], '--min_lr=0.01 must be in [0, --learning_rate=0.001]'),
     (['--dtype=float8'], "--dtype='float8' must be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    (['--beta2=1'], '--beta2=1.0 must be in [0, 1)'), # AdamW's own error would be a traceback
+    (['--weight_decay=-0.1'], '--weight_decay=-0.1 must be 0 or more'), # AdamW would take it, and grow the weights
+    (['--max_time=-1'], '--max_time=-1.0 must be 0 or more'),
 ])
 def test_gpt_invalid_combinations_are_refused_before_training(args, words, tiny_text, capsys):
     # in this process, to save a start-up of torch each: how a refusal reaches the terminal (one line, exit
@@ -90,6 +93,13 @@ def test_gpt_invalid_combinations_are_refused_before_training(args, words, tiny_
         gpt.main([*args, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt'])
     assert e.value.status == 2 and words in str(e.value)
     assert capsys.readouterr().out == '' and not (tiny_text.parent / 'gpt.pt').exists()
+
+
+def test_a_checkpoint_into_a_missing_folder_is_refused_before_training(tiny_text, capsys):
+    # not when the first checkpoint is due, minutes later
+    with pytest.raises(gpt.UsageError, match=r'--ckpt_path=.*/none/gpt\.pt: no such folder; make it first'):
+        gpt.main([f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/none/gpt.pt'])
+    assert capsys.readouterr().out == '' and not (tiny_text.parent / 'none').exists()
 
 
 @pytest.mark.parametrize('script, content, words', [
