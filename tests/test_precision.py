@@ -6,18 +6,21 @@ import gpt
 from conftest import TINY, TINY_GPT
 
 
-@pytest.mark.parametrize('device, capability, expect', [
-    ('cuda', (7, 5), 'float16'), # a T4 (Colab's free GPU): bf16 only emulated
-    ('cuda', (7, 0), 'float16'), # a V100
-    ('cuda', (8, 0), 'bfloat16'), # an A100
-    ('cuda', (9, 0), 'bfloat16'), # an H100
-    ('mps', None, 'float32'),
-    ('cpu', None, 'float32'),
+@pytest.mark.parametrize('device, capability, n_embd, expect', [
+    ('cuda', (7, 5), 384, 'float16'), # a T4 (Colab's free GPU): bf16 only emulated
+    ('cuda', (7, 0), 384, 'float16'), # a V100
+    ('cuda', (8, 0), 384, 'bfloat16'), # an A100
+    ('cuda', (9, 0), 384, 'bfloat16'), # an H100
+    ('mps', None, 384, 'float32'),
+    ('cpu', None, 384, 'float32'), # without AMX
+    ('cpu', 'amx', 128, 'float32'), # the small configuration: bf16 slower, even with AMX
+    ('cpu', 'amx', 192, 'bfloat16'),
 ])
-def test_auto_picks_the_dtype_the_device_computes_fastest(device, capability, expect, monkeypatch):
-    # no GPU here: only the device's answer to "which compute capability?" is made up
+def test_auto_picks_the_dtype_the_device_computes_fastest(device, capability, n_embd, expect, monkeypatch):
+    # no GPU here, nor a CPU of each kind: only the device's answer to "which compute capability?" is made up
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: capability)
-    cfg = {'dtype': 'auto', 'device': device}
+    monkeypatch.setattr(gpt, 'cpu_has_amx', lambda: capability == 'amx')
+    cfg = {'dtype': 'auto', 'device': device, 'n_embd': n_embd}
     note = gpt.choose_dtype(cfg)
     assert cfg['dtype'] == expect
     assert note.startswith(f'dtype={expect} (auto')
