@@ -184,19 +184,17 @@ def parse_args(argv):
     cfg = dict(HYPERPARAMETERS)
     valid = 'valid names: ' + ', '.join(HYPERPARAMETERS) + ' (python bigram.py --help)'
     for arg in argv:
-        name, eq, value = arg[2:].partition('=') if arg.startswith('--') else (arg, '', '')
-        if name not in HYPERPARAMETERS:
+        name, _, value = arg[2:].partition('=')
+        if not arg.startswith('--') or name not in HYPERPARAMETERS:
             raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
         default = HYPERPARAMETERS[name]
         try:
             cfg[name] = type(default)(value)
         except ValueError:
             raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
-    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters'):
+    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'learning_rate'):
         if cfg[name] <= 0:
             raise UsageError(f"--{name}={cfg[name]} must be positive")
-    if cfg['learning_rate'] <= 0:
-        raise UsageError(f"--learning_rate={cfg['learning_rate']} must be positive")
     if cfg['max_new_tokens'] < 0:
         raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
     if cfg['device'].split(':')[0] not in ('cuda', 'mps', 'cpu'):
@@ -218,7 +216,7 @@ def usage():
 # ------------
 # data: Tiny Shakespeare, or any UTF-8 text
 
-def load_text(path, url, block_size=0):
+def load_text(path, url, block_size):
     """The training text; downloaded to path (atomically) if it is not there."""
     if not os.path.exists(path):
         print(f"downloading {url} to {path}", flush=True)

@@ -374,8 +374,8 @@ def parse_args(argv):
     cfg, given = dict(HYPERPARAMETERS), set()
     valid = 'valid names: ' + ', '.join(HYPERPARAMETERS) + ' (python gpt.py --help)'
     for arg in argv:
-        name, eq, value = arg[2:].partition('=') if arg.startswith('--') else (arg, '', '')
-        if name not in HYPERPARAMETERS:
+        name, eq, value = arg[2:].partition('=')
+        if not arg.startswith('--') or name not in HYPERPARAMETERS: # a bare 'sample' is no --sample
             raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
         default = HYPERPARAMETERS[name]
         try:
@@ -402,17 +402,13 @@ def usage():
 
 def check_config(cfg):
     for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_embd', 'n_head',
-                 'n_layer', 'bench_iters'):
+                 'n_layer', 'bench_iters', 'learning_rate', 'temperature'):
         if cfg[name] <= 0:
             raise UsageError(f"--{name}={cfg[name]} must be positive")
     if cfg['n_embd'] % cfg['n_head']:
         raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
     if not 0 <= cfg['dropout'] < 1:
         raise UsageError(f"--dropout={cfg['dropout']} must be in [0, 1)")
-    if cfg['learning_rate'] <= 0:
-        raise UsageError(f"--learning_rate={cfg['learning_rate']} must be positive")
-    if cfg['temperature'] <= 0:
-        raise UsageError(f"--temperature={cfg['temperature']} must be positive")
     if cfg['top_k'] < 0:
         raise UsageError(f"--top_k={cfg['top_k']} must be 0 (no cutoff) or positive")
     for name in ('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time'):
@@ -513,7 +509,7 @@ def cpu_has_amx():
         return False
 
 
-def describe_config(c, which, notes, world_size, resumed_from, spent=0.0):
+def describe_config(c, which, notes, world_size, resumed_from, spent):
     """The first lines of a run: which values run, and where they differ from the block at the top of gpt.py."""
     lines = [f"config {which} on {c.device}{f' x {world_size} processes' if world_size > 1 else ''}: "
              f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} "
@@ -546,7 +542,8 @@ def load_text(path, url, block_size=0):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    barrier() # in a multi-process run, the others wait for rank 0's download
+    if distributed(): # the others wait for rank 0's download
+        torch.distributed.barrier()
     try:
         with open(path, 'rb') as f:
             raw = f.read()
@@ -665,18 +662,15 @@ class Optimizers:
             o.load_state_dict(state[name])
 
 
-def get_lr(it, c, done=None):
-    """The rate for step it. done: the share of the run behind us, where max_time counts (the larger of the shares
-    of max_iters and of max_time), so that the decay ends where the run does, whichever limit that is."""
+def get_lr(it, c, done=0.0):
+    """The rate for step it. done: the share of max_time behind us; the decay follows it where it is larger than the
+    share of max_iters, so that the decay ends where the run does, whichever limit that is."""
     if it < c.warmup_iters:
         return c.learning_rate * (it + 1) / c.warmup_iters
     if c.lr_decay == 'none':
         return c.learning_rate
-    if done is None:
-        progress = min(1.0, (it - c.warmup_iters) / max(1, c.max_iters - c.warmup_iters))
-    else: # the decay starts where the warmup ended, as a share of max_iters
-        warm = c.warmup_iters / c.max_iters
-        progress = min(1.0, max(0.0, (done - warm) / (1 - warm)))
+    warm = c.warmup_iters / c.max_iters # the decay starts where the warmup ended
+    progress = min(1.0, (max(done, it / c.max_iters) - warm) / (1 - warm))
     share = 1.0 - progress if c.lr_decay == 'linear' else 0.5 * (1.0 + math.cos(math.pi * progress))
     return c.min_lr + share * (c.learning_rate - c.min_lr)
 
@@ -686,7 +680,7 @@ def get_lr(it, c, done=None):
 class Run:
     """Everything a training run does beyond the lecture's loop, in the order train() calls it."""
 
-    def __init__(self, c, which='small', notes=(), ckpt=None):
+    def __init__(self, c, which, notes, ckpt):
         self.c, self.which, self.notes, self.ckpt = c, which, notes, ckpt
         self.rank, self.world_size = setup_distributed(c)
         self.master = self.rank == 0
@@ -772,8 +766,7 @@ class Run:
 
     def before_update(self, iter):
         c = self.c
-        spent = self.elapsed / c.max_time if c.max_time > 0 else 0.0
-        done = spent if spent > iter / c.max_iters else None # None: the steps' share, as get_lr counts it
+        done = self.elapsed / c.max_time if c.max_time > 0 else 0.0
         for group in self.optimizer.param_groups:
             group['lr'] = get_lr(iter, c, done) * group.get('lr_scale', 1.0) # Muon's rate: its share of AdamW's
         if self.scaler.is_enabled(): # float16: the gradients of the scaled loss, divided back before clipping
@@ -868,7 +861,7 @@ class Progress:
     def restart(self, iter):
         self.t0, self.iter0, self.last = time.time(), iter, time.time()
 
-    def update(self, iter, loss, budget_left=None):
+    def update(self, iter, loss, budget_left):
         now = time.time()
         if now - self.last < (0.5 if self.tty else PROGRESS_EVERY) or iter == self.iter0:
             return
@@ -1091,11 +1084,6 @@ def teardown_distributed():
 
 def distributed():
     return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def barrier():
-    if distributed():
-        torch.distributed.barrier()
 
 
 def agree(flag, seconds, device):

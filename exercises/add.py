@@ -121,10 +121,10 @@ def encode_problems(a, op, b, c):
     return torch.tensor([encode(problem_text(x, OPS[o], y, c)) for x, o, y in zip(a.tolist(), op.tolist(), b.tolist())])
 
 
-def get_batch(c, batch_size, generator=None):
+def get_batch(c, batch_size):
     """Inputs and targets for one step: new problems every time, none of them held out."""
     while True: # twice as many as needed, less the held-out ones: enough, nearly always
-        a, op, b = random_problems(c, 2 * batch_size, generator)
+        a, op, b = random_problems(c, 2 * batch_size)
         keep = ~is_held_out(a, op, b, c)
         if keep.sum() >= batch_size:
             break
@@ -212,10 +212,8 @@ def train(c):
         loss = loss_of(model(x)[0], y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        # the rate decays over the share of the run behind us: of max_iters, or of max_time if that is larger
-        done = max(it / c.max_iters, elapsed / c.max_time if c.max_time > 0 else 0.0)
-        for group in optimizer.param_groups:
-            group['lr'] = gpt.get_lr(it, c, done)
+        for group in optimizer.param_groups: # decayed over max_iters, or over max_time if more of it is spent
+            group['lr'] = gpt.get_lr(it, c, elapsed / c.max_time if c.max_time > 0 else 0.0)
         optimizer.step()
         if time.time() - shown > 30: # a progress line on stderr, as gpt.py's in a log
             shown = time.time()

@@ -64,6 +64,8 @@ def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
     (gpt, '--batch_size=ten', ["bad value 'ten' for --batch_size", 'expected int', 'valid names:']),
     (bigram, '--block_size=0', ['--block_size=0 must be positive']),
     (gpt, 'train', ["unknown hyperparameter 'train'"]),
+    (gpt, 'sample', ["unknown hyperparameter 'sample'"]), # a name without its dashes is not taken as --sample
+    (bigram, 'max_iters', ["unknown hyperparameter 'max_iters'"]),
 ])
 def test_bad_override_is_refused(script, arg, words, tiny_text, capsys):
     # in this process, to save a start-up of torch each: the two cases above go through the real terminal
