@@ -334,7 +334,7 @@ import requests
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
-dtype = 'auto' # or float32, bfloat16, float16; auto: bf16 on a recent GPU (or AMX CPU, n_embd >= 192), float16 on an old GPU, else float32
+dtype = 'auto' # or float32, bfloat16, float16; auto: bf16 on new GPUs and AMX CPUs (n_embd >= 192), float16 on old GPUs
 optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
 muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (updates scaled to AdamW's size); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
@@ -467,7 +467,7 @@ def choose_dtype(cfg):
     scaling. One below 8.0 (T4, V100) only emulates bf16, several times slower; float16 runs on its tensor cores, with
     a GradScaler, as float16's small gradients would round to 0. MPS and CPUs: float32 (on a CPU without AMX a bf16
     matmul took 3x as long, a float16 one 38x; MPS: never measured), but bf16 on a CPU with AMX from n_embd 192: a
-    step there took 1.15x float32's time at n_embd 128, 0.8x at 192, 0.41x at the lecture's size (issue 26)."""
+    step there took 1.15x float32's time at n_embd 128, 0.8x at 192, 0.41x at the lecture's size (2 cores)."""
     name, device = cfg['dtype'], cfg['device']
     if name not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UsageError(f"--dtype={name!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
