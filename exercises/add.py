@@ -9,8 +9,8 @@ imported, not copied) to add two numbers, a+b=c, and measure how many problems i
 A problem is one line of characters, always the same length for a given n_digits: a and b zero-padded to n_digits,
 then c zero-padded to its widest (n_digits + 1 for + and -, 2 * n_digits with * or /; a '-' in front if negative;
 a/b is the quotient then the remainder, n_digits each, b > 0), written backwards (ones first, the order in which we
-add by hand: each digit then needs only the digits and the carry before it; measured, the model learned 3- and
-4-digit addition as fast the usual way round, --reverse=False), then the end mark '$'. With n_digits=2:
+add by hand: each digit then needs only the digits and the carry before it; measured, the model learned 3-digit
+addition as fast the usual way round, --reverse=False), then the end mark '$'. With n_digits=2:
 
     57+68=125  is  57+68=521$        5+7=12  is  05+07=210$        57-68=-11  is  57-68=11-$
     57/08=7 r 1  is  57/08=1070$  (07 01, backwards)         57*68=3876  with --cot  is  57*68=654+243=6783$
