@@ -159,7 +159,7 @@ def test_bench_and_the_time_budget_run_muon_too(tmp_path, capsys):
         handle.remove()
     assert '(max_time reached)' in capsys.readouterr().out
     muon = [lr for name, lr in stepped if name == 'Muon']
-    assert len(muon) > 10 and muon[-1] == 0.0 and max(muon) > 0 # decayed to min_lr where the budget ran out
+    assert muon[-1] == 0.0 and max(muon) > 0 # decayed to min_lr where the budget ran out (however many steps fit)
 
 
 def test_resume_takes_the_rates_and_decay_given_now(tmp_path, capsys):

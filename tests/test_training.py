@@ -238,7 +238,7 @@ def test_max_time_stops_the_run_with_the_rate_decayed_to_its_end(tmp_path, optim
     steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', out, re.M).group(1))
     assert re.findall(r'^step (\d+):', out, re.M) == ['0', str(steps - 1)] # the last step is evaluated, as at max_iters
     saved = torch.load(ckpt)
-    assert saved['iter'] == steps and 3 <= saved['elapsed'] < 20
+    assert saved['iter'] == steps and saved['elapsed'] >= 3 # (how far past 3 s depends on the machine: not asserted)
     lrs = [lrs[0] for lrs, _ in optimizer_steps]
     assert len(lrs) == steps and lrs[-1] == 0.0 # linear decay to min_lr: all the way, at the end of the budget
     assert 0 < lrs[len(lrs) // 2] < 2e-3 # on the way down, halfway through
