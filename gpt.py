@@ -1212,8 +1212,9 @@ if __name__ == '__main__':
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit
     except UsageError as e:
-        if os.environ.get('RANK', '0') == '0': # under torchrun every rank finds the same error: one says it
-            print(f"gpt.py: error: {e}", file=sys.stderr)
+        if os.environ.get('RANK', '0') != '0': # under torchrun every rank finds the same error: rank 0 says it, and
+            sys.exit(0) # fails; a rank failing first would have torchrun stop rank 0 before it could say it
+        print(f"gpt.py: error: {e}", file=sys.stderr)
         sys.exit(e.status)
     except KeyboardInterrupt:
         print("gpt.py: interrupted", file=sys.stderr)
