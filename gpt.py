@@ -583,8 +583,8 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, kind='adamw',
     # AdamW's did best on a CPU (of 0.5x to 4x; 1.5x as well, 3x worse). lr_scale: the schedule gives Muon this share
     # of AdamW's rate (Run.before_update)
     lr = muon_lr or 2 * learning_rate
-    # the decay shrinks the weights by lr * weight_decay a step: at Muon's rate, twice as fast as AdamW's. Muon fits
-    # the text faster; at AdamW's pace it memorised by 10,000 steps (a tie with AdamW), at this one it ended lower.
+    # the decay shrinks the weights by lr * weight_decay a step, at Muon's own rate (by default twice AdamW's): Muon
+    # fits the text faster, and decayed at AdamW's pace it memorised by 10,000 steps (a tie with AdamW), not at this.
     # Newton-Schulz in bf16 only where the run computes in it (see Muon)
     ns_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
     muon = Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr, weight_decay=weight_decay,
