@@ -307,9 +307,10 @@ def train(c, run):
 
     run.end(val_data) # the checkpoint, its history, the loss on the whole val split
 
-    # generate from the model
-    context = torch.zeros((1, 1), dtype=torch.long, device=c.device)
-    print(decode(m.generate(context, max_new_tokens=c.max_new_tokens)[0].tolist()))
+    # generate from the model, as --sample does: without dropout, from --prompt, at --temperature and --top_k
+    m.eval()
+    context = torch.tensor([encode(c.prompt)] if c.prompt else [[0]], dtype=torch.long, device=c.device)
+    print(decode(m.generate(context, c.max_new_tokens, c.temperature, c.top_k)[0].tolist()))
 
 
 # ======================================================================================================================
@@ -319,12 +320,17 @@ def train(c, run):
 # ======================================================================================================================
 import ctypes
 import gc
+import hashlib
+import inspect
+import io
 import math
 import os
 import re
 import signal
 import sys
+import textwrap
 import time
+import tokenize
 import traceback
 import warnings
 from types import SimpleNamespace
@@ -334,7 +340,7 @@ import requests
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
-dtype = 'auto' # or float32, bfloat16, float16; auto: bf16 on new GPUs and AMX CPUs (n_embd >= 192), float16 on old GPUs
+dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs and bf16 CPUs (n_embd >= 192), fp16 on old GPUs
 optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
 muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (updates scaled to AdamW's size); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
@@ -342,6 +348,7 @@ input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 ckpt_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpt.pt')
 resume = False # continue training from ckpt_path
+init_from = '' # a checkpoint to start the weights from (finetuning): a new run, its own recipe; the shape from it
 target_loss = 0.0 # when > 0, stop as soon as an evaluation's val loss is this low or lower
 bench = False # time bench_iters training steps and report tokens/s and MFU; no evaluation, no checkpoint
 bench_iters = 10
@@ -356,6 +363,8 @@ HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') a
 LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4, eval_iters=200,
                n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0, lr_decay='none', min_lr=0.0, beta2=0.999,
                weight_decay=0.01, grad_clip=0.0, max_time=0.0)
+# MultiHeadAttention's fingerprint as shipped: FusedAttention computes what that code does (a test checks the value)
+SHIPPED_ATTENTION = '6e3bcaddaf79fe1f'
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal the line updates in place)
 
@@ -465,9 +474,10 @@ def choose_dtype(cfg):
     """The precision training computes in (cfg['dtype'] becomes its name), and why. A GPU of compute capability 8.0
     or more (A100, RTX 30xx, H100) has bf16 tensor cores: twice float32's speed, and bf16's range needs no loss
     scaling. One below 8.0 (T4, V100) only emulates bf16, several times slower; float16 runs on its tensor cores, with
-    a GradScaler, as float16's small gradients would round to 0. MPS and CPUs: float32 (on a CPU without AMX a bf16
-    matmul took 3x as long, a float16 one 38x; MPS: never measured), but bf16 on a CPU with AMX from n_embd 192: a
-    step there took 1.15x float32's time at n_embd 128, 0.8x at 192, 0.41x at the lecture's size (2 cores)."""
+    a GradScaler, as float16's small gradients would round to 0. MPS and CPUs: float32 (on a CPU without bf16
+    instructions a bf16 matmul took 3x as long, a float16 one 38x; MPS: never measured), but bf16 from n_embd 192 on a
+    CPU with AMX or AVX512-BF16 (2 cores; a step's time against float32's at n_embd 128, 192, lecture: AMX 1.15x, 0.8x,
+    0.41x; an AMD EPYC with AVX512-BF16 1.0x, 0.69x, and 0.67x at n_embd 256)."""
     name, device = cfg['dtype'], cfg['device']
     if name not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UsageError(f"--dtype={name!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
@@ -482,8 +492,9 @@ def choose_dtype(cfg):
             name = 'bfloat16' if native else 'float16'
             why = f"auto: compute capability {capability} {'has' if native else 'lacks'} bf16 tensor cores"
     elif name == 'auto':
-        amx = device == 'cpu' and cfg['n_embd'] >= 192 and cpu_has_amx()
-        name, why = ('bfloat16', 'auto: an AMX CPU, n_embd 192 or more') if amx else ('float32', f'auto on {device}')
+        flag = device == 'cpu' and cfg['n_embd'] >= 192 and cpu_bf16()
+        name, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
+            ('float32', f'auto on {device}')
     elif name != 'float32': # one this device or torch cannot autocast to would silently run in float32
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -500,13 +511,15 @@ def choose_dtype(cfg):
     return f"dtype={name} ({why})" + (", with a GradScaler" if name == 'float16' else "")
 
 
-def cpu_has_amx():
-    """Whether this CPU multiplies bf16 matrices in AMX tiles (Linux lists amx_bf16 in /proc/cpuinfo; elsewhere: no)."""
+def cpu_bf16():
+    """This CPU's instructions for bf16 matrices, amx_bf16 or avx512_bf16, or None (Linux lists them in /proc/cpuinfo;
+    elsewhere: None)."""
     try:
         with open('/proc/cpuinfo') as f:
-            return 'amx_bf16' in f.read()
+            flags = set(next((l for l in f if l.startswith('flags')), '').split())
     except OSError:
-        return False
+        return None
+    return next((flag for flag in ('amx_bf16', 'avx512_bf16') if flag in flags), None)
 
 
 def describe_config(c, which, notes, world_size, resumed_from, spent):
@@ -681,8 +694,8 @@ def get_lr(it, c, done=0.0):
 class Run:
     """Everything a training run does beyond the lecture's loop, in the order train() calls it."""
 
-    def __init__(self, c, which, notes, ckpt):
-        self.c, self.which, self.notes, self.ckpt = c, which, notes, ckpt
+    def __init__(self, c, which, notes, ckpt, init=None):
+        self.c, self.which, self.notes, self.ckpt, self.init = c, which, notes, ckpt, init
         self.rank, self.world_size = setup_distributed(c)
         self.master = self.rank == 0
         if not self.master: # only rank 0 prints and samples
@@ -702,11 +715,12 @@ class Run:
         """Resume, speed-ups and several processes; returns the model to train and the step to start from."""
         c = self.c
         self.raw_model, self.optimizer, self.chars = model, optimizer, chars
+        check_prompt(c.prompt, chars) # now, not after the training
         self.scaler = torch.amp.GradScaler(c.device.split(':')[0], enabled=c.dtype == 'float16')
         if self.ckpt:
             if self.ckpt['chars'] != chars:
                 raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; "
-                                 "resume with the text it was trained on, or start afresh without --resume", status=1)
+                                 "resume with the text it was trained on, or start a run from its weights with --init_from=", status=1)
             model.load_state_dict(self.ckpt['model'])
             if 'optimizer' in self.ckpt:
                 # the moments from the file; the settings as this run has them (a --weight_decay or --muon_lr given
@@ -717,9 +731,11 @@ class Run:
                     group.update(setting)
             if self.ckpt.get('scaler') and c.dtype == 'float16':
                 self.scaler.load_state_dict(self.ckpt['scaler'])
+        if self.init:
+            self.notes.append(init_weights(model, self.init, chars, c.init_from))
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
-        model = speed_up(model, c, self.scaler)
+        model = speed_up(model, c, self.scaler, self.notes)
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None,
@@ -911,14 +927,16 @@ def plot_history(history):
 # ------------
 # speed: the same model, computed faster
 
-def speed_up(model, c, scaler):
-    """The model to train: attention by fused kernels, CPU tricks, autocast to c.dtype, torch.compile."""
+def speed_up(model, c, scaler, notes):
+    """The model to train: attention by a fused kernel, autocast to c.dtype, torch.compile. Each computes what part one
+    says; a MultiHeadAttention edited in part one runs as written (notes, the run's first lines, say so)."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
+    as_shipped = fingerprint(MultiHeadAttention) == SHIPPED_ATTENTION
     for module in model.modules():
-        if type(module) is MultiHeadAttention:
+        if type(module) is MultiHeadAttention and as_shipped:
             module.__class__ = FusedAttention
-        elif type(module) is nn.Dropout and c.device == 'cpu':
-            module.__class__ = CheapDropout
+    if not as_shipped:
+        notes.append("MultiHeadAttention is edited: it runs as written, without the fused kernel")
     if c.device == 'cpu':
         keep_freed_memory()
     if c.compile:
@@ -926,39 +944,27 @@ def speed_up(model, c, scaler):
     return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
 
 
+def fingerprint(cls):
+    """A hash of a class's code, its comments and layout left out: what tells an edited MultiHeadAttention."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError): # no source to read: take it as edited
+        return None
+    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    code = ' '.join(t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in skip)
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
 class FusedAttention(MultiHeadAttention):
-    """ MultiHeadAttention by a fused kernel (flash attention on a GPU) """
+    """ MultiHeadAttention as shipped, in one fused kernel (flash attention on a GPU): the same weights, read the same
+    way; the kernel computes softmax(q @ k^T * hs**-0.5, causal mask) @ v, dropout included """
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = [t.view(B, T, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1)] # (B,nh,T,hs)
-        if self.training and self.attn_dropout.p > 0 and x.device.type == 'cpu':
-            # on a CPU the fused kernel cannot drop attention weights and falls back to a slower path: written out
-            # instead, with the scale on q and the mask added, fewer passes over the large (T,T) scores than Head's
-            wei = (q * k.size(-1)**-0.5) @ k.transpose(-2, -1) # (B, nh, T, T)
-            wei = wei + torch.full((T, T), float('-inf'), device=x.device).triu(1) # the future gets weight 0
-            out = self.attn_dropout(F.softmax(wei, dim=-1)) @ v # (B, nh, T, hs)
-        else:
-            # softmax(q @ k^T * hs**-0.5, causal mask) @ v in one kernel, dropout included
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                 dropout_p=self.attn_dropout.p if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                             dropout_p=self.attn_dropout.p if self.training else 0.0)
         return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
-
-
-class CheapDropout(nn.Dropout):
-    """ nn.Dropout with a cheaper random mask on a CPU, where nn.Dropout's took a sixth of the lecture's step """
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        # 16 random bits decide each element: it is dropped with probability cut/65536, p to within 1/131072;
-        # one 64-bit draw gives four elements their 16 bits each, instead of one draw per element
-        cut = round(self.p * 65536)
-        n = x.numel()
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, None).view(torch.int16)[:n].view(x.shape)
-        keep = bits >= cut - 32768 # uniform over [-32768, 32767]: true with probability 1 - cut/65536
-        # the kept elements are scaled up so that the expected value stays x, as in nn.Dropout
-        return x * torch.where(keep, 65536 / (65536 - cut), 0.0)
 
 
 def keep_freed_memory():
@@ -1107,68 +1113,99 @@ def from_rank_0(flag, device):
 def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0, scaler=None):
     ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c), 'chars': chars,
             'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed, 'scaler': scaler and scaler.state_dict()}
-    tmp, kept = f"{path}.tmp{os.getpid()}", False
+    tmp, written = f"{path}.tmp{os.getpid()}", False
+    buffer = io.BytesIO() # torch.save into a file turns a full disk into a RuntimeError; f.write, an OSError
+    torch.save(ckpt, buffer)
     try:
         with open(tmp, 'wb') as f: # written, then flushed to the disk before it replaces the old one
-            torch.save(ckpt, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno()) # (Windows syncs only a file opened for writing)
+        written = True
         os.replace(tmp, path) # atomic: a kill at any moment leaves the old checkpoint or the new one
-    except PermissionError as e: # a read-only folder; or Windows, which replaces no file another program has open
-        kept = os.path.exists(tmp)
-        raise UsageError(f"cannot write {path} ({e.strerror}): is it open in another program? " + (
-            f"This checkpoint is kept as {tmp}" if kept else "Pass another --ckpt_path="), status=1)
+    except OSError as e: # a full disk, a read-only folder; or Windows, which replaces no file another program has open
+        raise UsageError(f"cannot write {path} ({e.strerror or e}); " + (
+            f"is it open in another program? This checkpoint is kept as {tmp}" if written else
+            f"{'the one there is as it was; ' if os.path.exists(path) else ''}free some space, or pass another "
+            "--ckpt_path="), status=1)
     finally:
-        if os.path.exists(tmp) and not kept:
+        if os.path.exists(tmp) and not written:
             os.remove(tmp)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, option='ckpt_path'):
+    """The checkpoint at path, given as --option; a missing or unreadable file is a one-line error."""
     if not os.path.exists(path):
-        raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --ckpt_path=", status=1)
+        raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --{option}=",
+                         status=1)
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
         assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
-        ckpt['config'].setdefault('lr_decay', 'cosine' if ckpt['config'].get('min_lr', 0) > 0 else 'none') # older files
-        ckpt['config'].setdefault('max_time', 0.0)
-        ckpt['config'].setdefault('optimizer', 'adamw')
-        ckpt['config'].setdefault('muon_lr', 0.0)
     except Exception as e:
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "
-                         "or something else; retrain with 'python gpt.py' or pass --ckpt_path=", status=1)
+                         f"or something else; retrain with 'python gpt.py' or pass --{option}=", status=1)
     return ckpt
 
 
-def apply_checkpoint_config(cfg, given, ckpt, keys):
+def apply_checkpoint_config(cfg, given, ckpt, keys, option='ckpt_path'):
     """The checkpoint's values for keys, except those given on the command line; a different shape is an error."""
     for name in keys:
         saved = ckpt['config'][name]
         if name in given and cfg[name] != saved and name in SHAPE + ('optimizer',): # its state fits no other
-            raise UsageError(f"the checkpoint {cfg['ckpt_path']} has {name}={saved}, not --{name}={cfg[name]}; "
-                             f"drop --{name}, or pass another --ckpt_path=")
+            raise UsageError(f"the checkpoint {cfg[option]} has {name}={saved}, not --{name}={cfg[name]}; "
+                             f"drop --{name}, or pass another --{option}=")
         if name not in given:
             cfg[name] = saved
+
+
+def init_weights(model, init, chars, path):
+    """--init_from: the checkpoint's weights, each character's rows (token embedding, lm_head) found by the character,
+    not its index: the new text's vocabulary is sorted afresh. A character the checkpoint never saw keeps the rows of a
+    fresh model; one the new text lacks is dropped. Returns the line that says so."""
+    state, old = dict(init['model']), {ch: i for i, ch in enumerate(init['chars'])}
+    here = torch.tensor([i for i, ch in enumerate(chars) if ch in old], dtype=torch.long)
+    there = torch.tensor([old[chars[i]] for i in here.tolist()], dtype=torch.long)
+    for name, fresh in model.state_dict().items():
+        if name in ('token_embedding_table.weight', 'lm_head.weight', 'lm_head.bias'):
+            state[name] = fresh.clone().index_copy_(0, here, state[name][there])
+    model.load_state_dict(state)
+    new, dropped = sorted(set(chars) - set(old)), sorted(set(old) - set(chars))
+    return (f"weights from {path}: {len(here)} of this text's {len(chars)} characters known; new: {''.join(new)!r}; "
+            f"dropped: {''.join(dropped)!r}")
+
+
+def check_budget_left(cfg, ckpt):
+    """--resume of a run that has reached a limit: one line with what to give, not a step or two of training."""
+    spent, done = ckpt.get('elapsed', 0.0), []
+    if ckpt['iter'] >= cfg['max_iters']:
+        done.append((f"step {ckpt['iter']} of --max_iters={cfg['max_iters']}", f"--max_iters={ckpt['iter'] * 2}"))
+    if 0 < cfg['max_time'] <= spent:
+        done.append((f"{spent:.0f} s of --max_time={cfg['max_time']:g}", f"--max_time={spent + cfg['max_time']:.0f}"))
+    if done:
+        raise UsageError(f"{cfg['ckpt_path']} has reached {' and '.join(d for d, _ in done)}: to train on, give a "
+                         f"larger budget, e.g. --resume {' '.join(g for _, g in done)}")
 
 
 def sample_from_checkpoint(cfg, given):
     ckpt = load_checkpoint(cfg['ckpt_path'])
     apply_checkpoint_config(cfg, given, ckpt, SHAPE)
     check_config(cfg)
-    chars = ckpt['chars']
-    encode, decode = tokenizer(chars)
-    unknown = sorted(set(cfg['prompt']) - set(chars))
-    if unknown:
-        raise UsageError(f"--prompt has characters the model never saw: {''.join(unknown)!r}; "
-                         "use only characters of the text it was trained on")
-    model = GPTLanguageModel(len(chars), cfg['block_size'], cfg['n_embd'], cfg['n_head'], cfg['n_layer'])
+    check_prompt(cfg['prompt'], ckpt['chars'])
+    encode, decode = tokenizer(ckpt['chars'])
+    model = GPTLanguageModel(len(ckpt['chars']), cfg['block_size'], cfg['n_embd'], cfg['n_head'], cfg['n_layer'])
     model.load_state_dict(ckpt['model'])
     model.to(cfg['device']).eval()
     torch.manual_seed(cfg['seed'])
-    # an empty prompt starts from a newline, as the lecture starts from token 0
-    start = cfg['prompt'] or ('\n' if '\n' in chars else chars[0])
-    idx = torch.tensor([encode(start)], dtype=torch.long, device=cfg['device'])
-    out = model.generate(idx, cfg['max_new_tokens'], cfg['temperature'], cfg['top_k'])[0].tolist()
-    print(cfg['prompt'] + decode(out[len(start):]))
+    # the same lines as the sample at the end of train(): the prompt, or the lecture's token 0 (a newline here)
+    context = torch.tensor([encode(cfg['prompt'])] if cfg['prompt'] else [[0]], dtype=torch.long, device=cfg['device'])
+    print(decode(model.generate(context, cfg['max_new_tokens'], cfg['temperature'], cfg['top_k'])[0].tolist()))
+
+
+def check_prompt(prompt, chars):
+    unknown = sorted(set(prompt) - set(chars))
+    if unknown:
+        raise UsageError(f"--prompt has characters the model never saw: {''.join(unknown)!r}; "
+                         "use only characters of the text it was trained on")
 
 # ------------
 # the command
@@ -1186,16 +1223,26 @@ def main(argv):
     check_device(cfg['device'])
     if cfg['sample']:
         return sample_from_checkpoint(cfg, given)
-    ckpt, which, notes = None, None, []
+    ckpt, init, which, notes = None, None, None, []
     if cfg['resume']: # the run carries on as it started: its shape and recipe, unless given here
+        if cfg['init_from']:
+            raise UsageError("--init_from starts a new run from a checkpoint's weights, --resume carries one on: "
+                             "give one of them")
         ckpt = load_checkpoint(cfg['ckpt_path'])
         apply_checkpoint_config(cfg, given, ckpt, RECIPE)
+        check_budget_left(cfg, ckpt)
     else:
-        which, notes = choose_config(cfg, given)
+        which, notes = choose_config(cfg, given | set(SHAPE) if cfg['init_from'] else given) # the shape: below
+    if cfg['init_from']: # a new run, its own recipe; the weights, hence the shape, from the checkpoint
+        if os.path.abspath(cfg['init_from']) == os.path.abspath(cfg['ckpt_path']):
+            raise UsageError(f"--init_from={cfg['init_from']} is also --ckpt_path: this run would write over the "
+                             "checkpoint it starts from; pass another --ckpt_path=")
+        init = load_checkpoint(cfg['init_from'], 'init_from')
+        apply_checkpoint_config(cfg, given, init, SHAPE, 'init_from')
     check_config(cfg)
     notes.append(choose_dtype(cfg)) # the device's, on every run: not carried by --resume
     c = SimpleNamespace(**cfg)
-    run = Run(c, which, notes, ckpt)
+    run = Run(c, which, notes, ckpt, init)
     try:
         if c.bench:
             benchmark(c, run)

@@ -163,8 +163,26 @@ def test_resume_on_a_text_with_another_vocabulary_is_refused(ckpt, tmp_path):
     before = ckpt.read_bytes()
     (tmp_path / 'other.txt').write_text('0123456789 abc\n' * 200)
     with pytest.raises(gpt.UsageError, match='has another vocabulary than the checkpoint') as e:
-        gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={tmp_path}/other.txt', '--device=cpu'])
+        gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={tmp_path}/other.txt', '--max_iters=40',
+                  '--device=cpu'])
     assert e.value.status == 1 and ckpt.read_bytes() == before
+
+
+def test_a_full_disk_is_one_line_and_the_checkpoint_there_stays_whole(ckpt):
+    # a real failed write, not a mock: the operating system refuses the file past a size limit (EFBIG), as a full
+    # disk does (ENOSPC) at whatever size is left; the history, a few lines, fits
+    resource = pytest.importorskip('resource') # (not on Windows)
+    before = ckpt.read_bytes()
+    limit = len(before) // 2
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'gpt.py'), '--resume', f'--ckpt_path={ckpt}',
+                        f'--input_path={ckpt.parent}/tiny.txt', '--max_iters=30', '--device=cpu'],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'},
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == (f"gpt.py: error: cannot write {ckpt} (File too large); the one there is as it was; free some "
+                        "space, or pass another --ckpt_path=\n")
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ['gpt.csv', 'gpt.pt', 'tiny.txt'] # no partial file
 
 
 def test_truncated_checkpoint_gives_a_clear_error_and_stays(ckpt):

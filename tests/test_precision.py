@@ -12,14 +12,16 @@ from conftest import TINY, TINY_GPT
     ('cuda', (8, 0), 384, 'bfloat16'), # an A100
     ('cuda', (9, 0), 384, 'bfloat16'), # an H100
     ('mps', None, 384, 'float32'),
-    ('cpu', None, 384, 'float32'), # without AMX
-    ('cpu', 'amx', 128, 'float32'), # the small configuration: bf16 slower, even with AMX
-    ('cpu', 'amx', 192, 'bfloat16'),
+    ('cpu', None, 384, 'float32'), # without bf16 instructions
+    ('cpu', 'amx_bf16', 128, 'float32'), # the small configuration: bf16 no faster, even with them
+    ('cpu', 'amx_bf16', 192, 'bfloat16'),
+    ('cpu', 'avx512_bf16', 128, 'float32'),
+    ('cpu', 'avx512_bf16', 192, 'bfloat16'),
 ])
 def test_auto_picks_the_dtype_the_device_computes_fastest(device, capability, n_embd, expect, monkeypatch):
     # no GPU here, nor a CPU of each kind: only the device's answer to "which compute capability?" is made up
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: capability)
-    monkeypatch.setattr(gpt, 'cpu_has_amx', lambda: capability == 'amx')
+    monkeypatch.setattr(gpt, 'cpu_bf16', lambda: capability if device == 'cpu' else None)
     cfg = {'dtype': 'auto', 'device': device, 'n_embd': n_embd}
     note = gpt.choose_dtype(cfg)
     assert cfg['dtype'] == expect

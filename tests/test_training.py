@@ -253,15 +253,64 @@ def test_the_schedule_follows_the_larger_share_of_max_iters_and_max_time():
     assert gpt.get_lr(30, c, done=60 / 110) == pytest.approx(5e-4) # cosine is halfway at the middle too
 
 
-def test_resume_carries_on_the_time_spent(tmp_path, capsys):
+def test_resume_of_a_spent_budget_asks_for_more_then_carries_on_the_time_spent(tmp_path, capsys):
     ckpt = run_in_process(tmp_path, '--max_time=2', '--max_iters=10000', '--eval_interval=1000000',
                           '--max_new_tokens=0')
-    spent = torch.load(ckpt)['elapsed']
-    steps = torch.load(ckpt)['iter']
+    spent, steps = torch.load(ckpt)['elapsed'], torch.load(ckpt)['iter']
+    before = ckpt.read_bytes()
+    # the budget is spent: one line that says what to give, not a step or two of training
+    with pytest.raises(gpt.UsageError) as e:
+        gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', '--max_iters=20000'])
+    assert str(e.value) == (f"{ckpt} has reached {spent:.0f} s of --max_time=2: to train on, give a larger budget, "
+                            f"e.g. --resume --max_time={spent + 2:.0f}")
+    assert ckpt.read_bytes() == before
     capsys.readouterr()
-    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', '--max_new_tokens=0'])
+    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', f'--max_time={spent + 1}',
+              '--max_new_tokens=0'])
     out = capsys.readouterr().out
     assert f'from step {steps} of {ckpt}; {spent:.1f} s of it spent before' in out
-    # the budget was spent already: one evaluation and one more step, then it stops again
-    assert re.search(rf'^trained in [\d.]+ s, {steps + 2} steps \(max_time reached\)', out, re.M), out
-    assert torch.load(ckpt)['elapsed'] > spent
+    assert re.search(r'^trained in [\d.]+ s, \d+ steps \(max_time reached\)', out, re.M), out
+    assert torch.load(ckpt)['elapsed'] >= spent + 1 # a second more: the time given, less the time spent
+
+
+def test_resume_at_max_iters_asks_for_more_steps(tmp_path, capsys):
+    ckpt = run_in_process(tmp_path, '--max_iters=3', '--max_new_tokens=0')
+    with pytest.raises(gpt.UsageError, match=r'has reached step 3 of --max_iters=3: to train on, give a larger '
+                                             r'budget, e\.g\. --resume --max_iters=6$'):
+        gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}'])
+
+
+def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training(tmp_path):
+    # the lecture's experiment, made where a learner makes it: the masked_fill line out of MultiHeadAttention.forward.
+    # The edited class must run as written (part two's fused kernel would keep the mask); the shipped one keeps it
+    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
+    mask = "        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n"
+    assert source.count(mask) == 1
+    losses, outs = {}, {}
+    for name, text in [('shipped', source), ('edited', source.replace(mask, ''))]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / 'gpt.py').write_text(text, encoding='utf-8')
+        r = subprocess.run([sys.executable, str(folder / 'gpt.py'), *TINY_GPT, f'--input_path={TINY}',
+                            '--block_size=8', '--batch_size=16', '--eval_iters=10', '--learning_rate=1e-2',
+                            '--max_iters=200', '--eval_interval=1000', '--warmup_iters=10', '--max_new_tokens=0'],
+                           capture_output=True, text=True, timeout=120, cwd=folder,
+                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        assert r.returncode == 0, r.stderr
+        losses[name] = float(re.findall(r'^step 199: train loss (\d+\.\d+)', r.stdout, re.M)[0])
+        outs[name] = r.stdout
+    assert 'MultiHeadAttention is edited: it runs as written, without the fused kernel' in outs['edited']
+    assert 'edited' not in outs['shipped']
+    # each position sees the character it must predict: the loss falls far below the honest model's
+    assert losses['edited'] < losses['shipped'] - 1.0, losses
+
+
+def test_the_shipped_attention_runs_on_the_fused_kernel():
+    # if this fails after a change to MultiHeadAttention, check that FusedAttention computes what it computes, then
+    # set SHIPPED_ATTENTION to the new fingerprint
+    assert gpt.fingerprint(gpt.MultiHeadAttention) == gpt.SHIPPED_ATTENTION
+    model = gpt.GPTLanguageModel(11, 16, 32, 2, 2)
+    notes = []
+    gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, notes)
+    assert {type(m) for m in model.modules() if isinstance(m, gpt.MultiHeadAttention)} == {gpt.FusedAttention}
+    assert notes == []
