@@ -280,7 +280,7 @@ def train(c, run):
     print(sum(p.numel() for p in m.parameters())/1e6, 'M parameters')
 
     # create a PyTorch optimizer (AdamW, weight decay on the matrices only: see part two)
-    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2, c.optimizer, c.muon_lr, c.dtype)
+    optimizer = configure_optimizer(m, c.learning_rate, c.weight_decay, c.beta2)
     model, start_iter = run.begin(m, optimizer, chars) # resume, speed-ups, several processes
 
     for iter in range(start_iter, c.max_iters):
@@ -290,8 +290,7 @@ def train(c, run):
         if iter % c.eval_interval == 0 and iter != run.resumed_at or iter == run.last_iter:
             losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, c.device)
             print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if run.after_eval(iter, losses): # history, checkpoint; True at --target_loss
-                break
+            run.after_eval(iter, losses) # history, checkpoint
 
         # sample a batch of data
         xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
@@ -318,7 +317,6 @@ def train(c, run):
 # single lines: the command line and its errors, the download, checkpoints, several processes, progress, the
 # benchmark and the speed-ups.
 # ======================================================================================================================
-import ctypes
 import gc
 import hashlib
 import inspect
@@ -341,15 +339,12 @@ import requests
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
 dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs and bf16 CPUs (n_embd >= 192), fp16 on old GPUs
-optimizer = 'adamw' # 'adamw' (the lecture's), or 'muon' for the blocks' matrices and AdamW for the rest
-muon_lr = 0.0 # Muon's learning rate, on AdamW's scale (updates scaled to AdamW's size); 0: twice learning_rate
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 ckpt_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpt.pt')
 resume = False # continue training from ckpt_path
 init_from = '' # a checkpoint to start the weights from (finetuning): a new run, its own recipe; the shape from it
-target_loss = 0.0 # when > 0, stop as soon as an evaluation's val loss is this low or lower
 bench = False # time bench_iters training steps and report tokens/s and MFU; no evaluation, no checkpoint
 bench_iters = 10
 sample = False # only sample from the checkpoint at ckpt_path (no training, no input.txt)
@@ -366,7 +361,7 @@ LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500,
 # MultiHeadAttention's fingerprint as shipped: FusedAttention computes what that code does (a test checks the value)
 SHIPPED_ATTENTION = '6e3bcaddaf79fe1f'
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
-PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal the line updates in place)
+PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal: 10)
 
 # ------------
 # the command line
@@ -414,29 +409,22 @@ def check_config(cfg):
                  'n_layer', 'bench_iters', 'learning_rate', 'temperature'):
         if cfg[name] <= 0:
             raise UsageError(f"--{name}={cfg[name]} must be positive")
-    if cfg['n_embd'] % cfg['n_head']:
-        raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
-    if not 0 <= cfg['dropout'] < 1:
-        raise UsageError(f"--dropout={cfg['dropout']} must be in [0, 1)")
-    if cfg['top_k'] < 0:
-        raise UsageError(f"--top_k={cfg['top_k']} must be 0 (no cutoff) or positive")
-    for name in ('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time'):
+    for name in ('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time', 'top_k'):
         if cfg[name] < 0:
             raise UsageError(f"--{name}={cfg[name]} must be 0 or more")
-    if not 0 <= cfg['beta2'] < 1:
-        raise UsageError(f"--beta2={cfg['beta2']} must be in [0, 1)")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(cfg['ckpt_path']))):
-        raise UsageError(f"--ckpt_path={cfg['ckpt_path']}: no such folder; make it first")
-    if cfg['lr_decay'] not in ('none', 'cosine', 'linear'):
-        raise UsageError(f"--lr_decay={cfg['lr_decay']!r} must be 'none', 'cosine' or 'linear'")
+    for name in ('dropout', 'beta2'):
+        if not 0 <= cfg[name] < 1:
+            raise UsageError(f"--{name}={cfg[name]} must be in [0, 1)")
     if not 0 <= cfg['min_lr'] <= cfg['learning_rate']:
         raise UsageError(f"--min_lr={cfg['min_lr']} must be in [0, --learning_rate={cfg['learning_rate']}]")
-    if cfg['config'] not in ('auto', 'lecture', 'small'):
-        raise UsageError(f"--config={cfg['config']!r} must be 'auto', 'lecture' or 'small'")
-    if cfg['optimizer'] not in ('adamw', 'muon'):
-        raise UsageError(f"--optimizer={cfg['optimizer']!r} must be 'adamw' or 'muon'")
-    if cfg['muon_lr'] < 0:
-        raise UsageError(f"--muon_lr={cfg['muon_lr']} must be positive, or 0 for twice --learning_rate")
+    for name, choices in (('lr_decay', ('none', 'cosine', 'linear')), ('config', ('auto', 'lecture', 'small'))):
+        if cfg[name] not in choices:
+            quoted = [repr(choice) for choice in choices]
+            raise UsageError(f"--{name}={cfg[name]!r} must be {', '.join(quoted[:-1])} or {quoted[-1]}")
+    if cfg['n_embd'] % cfg['n_head']:
+        raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(cfg['ckpt_path']))):
+        raise UsageError(f"--ckpt_path={cfg['ckpt_path']}: no such folder; make it first")
 
 
 def check_device(name):
@@ -529,7 +517,6 @@ def describe_config(c, which, notes, world_size, resumed_from, spent):
              f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
              f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
              + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
-             + (f" optimizer=muon muon_lr={c.muon_lr or 2 * c.learning_rate:g}" if c.optimizer == 'muon' else "")
              + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")
              + (f"; {spent:.1f} s of it spent before" if c.max_time > 0 and resumed_from is not None else "")]
     return '\n'.join(lines + ['  ' + note for note in notes])
@@ -578,102 +565,16 @@ def load_text(path, url, block_size=0):
 # ------------
 # the optimizer and its schedule
 
-def configure_optimizer(model, learning_rate, weight_decay, beta2, kind='adamw', muon_lr=0.0, dtype='float32'):
-    # Muon: the blocks' matrices (attention and feed-forward), the rest by AdamW; see Optimizers
-    hidden = [p for n, p in model.named_parameters() if kind == 'muon' and n.startswith('blocks.') and p.dim() == 2]
-    in_muon = {id(p) for p in hidden}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_muon]
+def configure_optimizer(model, learning_rate, weight_decay, beta2, exclude=()):
+    """AdamW over every parameter but those in exclude (exercises/muon.py gives the blocks' matrices to Muon)."""
+    left_out = {id(p) for p in exclude}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in left_out]
     # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
-    decay = [p for p in rest if p.dim() >= 2]
-    no_decay = [p for p in rest if p.dim() < 2]
-    groups = [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
     # fused: one kernel for all parameters instead of several per tensor (CUDA; a CPU and MPS since torch 2.4: on a CPU
     # the small model's optimizer step went from 8 ms to 2.5, the lecture's from 75 ms to 16)
-    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
-    if kind == 'adamw':
-        return adamw
-    # Muon scales each matrix's update to the size AdamW's would have, so that its rate is on AdamW's scale; twice
-    # AdamW's did best on a CPU (of 0.5x to 4x; 1.5x as well, 3x worse). lr_scale: the schedule gives Muon this share
-    # of AdamW's rate (Run.before_update)
-    lr = muon_lr or 2 * learning_rate
-    # the decay shrinks the weights by lr * weight_decay a step, at Muon's own rate (by default twice AdamW's): Muon
-    # fits the text faster, and decayed at AdamW's pace it memorised by 10,000 steps (a tie with AdamW), not at this.
-    # Newton-Schulz in bf16 only where the run computes in it (see Muon)
-    ns_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float32
-    muon = Muon([{'params': hidden, 'lr_scale': lr / learning_rate}], lr=lr, weight_decay=weight_decay,
-                ns_dtype=ns_dtype)
-    return Optimizers(adamw=adamw, muon=muon)
-
-
-class Muon(torch.optim.Optimizer):
-    """torch.optim.Muon's update (Nesterov momentum, adjust_lr_fn='match_rms_adamw'), with Newton-Schulz in a dtype of
-    our choice: torch's runs it in bf16 everywhere, which on a CPU without AMX made the small model's step 1.8x AdamW's,
-    against 1.2x in float32. It runs on a torch before 2.9 too, which has no Muon."""
-
-    def __init__(self, params, lr, weight_decay, momentum=0.95, ns_dtype=torch.float32):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
-        self.ns_dtype = ns_dtype
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            for p in group['params']:
-                if p.grad is None:
-                    continue
-                if 'momentum_buffer' not in self.state[p]: # not setdefault: it would allocate zeros every step
-                    self.state[p]['momentum_buffer'] = torch.zeros_like(p)
-                buf = self.state[p]['momentum_buffer']
-                buf.lerp_(p.grad, 1 - group['momentum'])
-                # Nesterov: orthogonalise the gradient moved on along the momentum, not the momentum itself
-                update = newton_schulz(p.grad.lerp(buf, group['momentum']), self.ns_dtype)
-                p.mul_(1 - group['lr'] * group['weight_decay'])
-                # an orthogonal A x B matrix's entries have an RMS of 1/sqrt(max(A, B)): 0.2, about AdamW's, after this
-                p.add_(update, alpha=-group['lr'] * (0.2 * math.sqrt(max(p.shape))))
-
-
-def newton_schulz(G, dtype, steps=5, eps=1e-7):
-    """About the nearest orthogonal matrix to G (U V^T, where G = U S V^T): Keller Jordan's quintic iteration, whose
-    coefficients push the singular values up fast; they end between about 0.7 and 1.2 rather than at 1, as good."""
-    X = G.to(dtype)
-    if G.size(0) > G.size(1):
-        X = X.T # X @ X.T on the smaller side
-    X = X / X.norm().clamp(min=eps) # a spectral norm of at most 1, where the iteration converges
-    a, b, c = 3.4445, -4.7750, 2.0315
-    for _ in range(steps):
-        A = X @ X.T
-        B = torch.addmm(A, A, A, beta=b, alpha=c)
-        X = torch.addmm(X, B, X, beta=a) # a X + b (X X^T) X + c (X X^T)^2 X
-    return X.T if G.size(0) > G.size(1) else X
-
-
-class Optimizers:
-    """Muon (Keller Jordan, 2024) for the matrices inside the blocks and AdamW for the rest, stepped as one optimizer:
-    what train() and the checkpoints see. Muon keeps a momentum of the gradient, as SGD does, and replaces each
-    matrix's update by about the nearest orthogonal matrix (five Newton-Schulz iterations): every direction of the
-    matrix moves by the same amount, the rare ones as much as the dominant one. Embeddings and lm_head are lookups and
-    a read-out, not maps between hidden states: they stay with AdamW, as do the vectors (biases, LayerNorm)."""
-
-    def __init__(self, **optimizers):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self):
-        return [group for o in self.optimizers.values() for group in o.param_groups]
-
-    def zero_grad(self, set_to_none=True):
-        for o in self.optimizers.values():
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self):
-        for o in self.optimizers.values():
-            o.step()
-
-    def state_dict(self):
-        return {name: o.state_dict() for name, o in self.optimizers.items()}
-
-    def load_state_dict(self, state):
-        for name, o in self.optimizers.items():
-            o.load_state_dict(state[name])
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
 
 
 def get_lr(it, c, done=0.0):
@@ -719,20 +620,26 @@ class Run:
         self.scaler = torch.amp.GradScaler(c.device.split(':')[0], enabled=c.dtype == 'float16')
         if self.ckpt:
             if self.ckpt['chars'] != chars:
-                raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; "
-                                 "resume with the text it was trained on, or start a run from its weights with --init_from=", status=1)
+                raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; resume "
+                                 "with the text it was trained on, or start a run from its weights with --init_from=",
+                                 status=1)
             model.load_state_dict(self.ckpt['model'])
-            if 'optimizer' in self.ckpt:
-                # the moments from the file; the settings as this run has them (a --weight_decay or --muon_lr given
-                # now), which loading would replace by the saved ones
-                settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+            # the moments from the file; the settings as this run has them (a --learning_rate or --weight_decay given
+            # now), which loading would replace by the saved ones
+            settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+            try:
                 optimizer.load_state_dict(self.ckpt['optimizer'])
-                for group, setting in zip(optimizer.param_groups, settings):
-                    group.update(setting)
+            except (KeyError, ValueError):
+                raise UsageError(f"{c.ckpt_path} holds another optimizer's state (exercises/muon.py's?): resume it "
+                                 "with the script that trained it") from None
+            for group, setting in zip(optimizer.param_groups, settings):
+                group.update(setting)
             if self.ckpt.get('scaler') and c.dtype == 'float16':
                 self.scaler.load_state_dict(self.ckpt['scaler'])
         if self.init:
             self.notes.append(init_weights(model, self.init, chars, c.init_from))
+        if not isinstance(optimizer, torch.optim.AdamW):
+            self.notes.append(f"optimizer: {optimizer}")
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
         model = speed_up(model, c, self.scaler, self.notes)
@@ -743,7 +650,6 @@ class Run:
         print(describe_config(c, 'resumed' if self.ckpt else self.which, self.notes, self.world_size, self.resumed_at,
                               self.spent), flush=True)
         self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
-        self.flops = flops_per_iter(self.raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
         if c.bench:
             return model, c.max_iters
         if self.master and (not self.ckpt or not os.path.exists(self.history)): # a resumed run appends to its own
@@ -752,7 +658,7 @@ class Run:
         # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
         self.stop_requested = False
         self.old_handler = signal.signal(signal.SIGINT, self.request_stop)
-        self.progress = Progress(c, self.tokens_per_iter, self.flops) if self.master else None
+        self.progress = Progress(c, self.tokens_per_iter) if self.master else None
         self.t0 = time.time()
         return model, self.steps
 
@@ -762,8 +668,7 @@ class Run:
         self.stop_requested = True
 
     def after_eval(self, iter, losses):
-        """Appends to the history, saves a better checkpoint; True where training should stop (--target_loss)."""
-        c = self.c
+        """Appends to the history, saves a better checkpoint."""
         if self.master:
             with open(self.history, 'a') as f:
                 f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.time() - self.t0:.1f}\n")
@@ -771,21 +676,14 @@ class Run:
                 self.best_val_loss = losses['val']
                 if iter > (self.resumed_at or 0):
                     self.save(iter)
-        reached = c.target_loss > 0 and losses['val'] <= c.target_loss
-        if from_rank_0(reached, c.device): # every rank stops where rank 0's estimate says
-            print(f"reached val loss {losses['val']:.4f} <= {c.target_loss} at step {iter} "
-                  f"after {time.time() - self.t0:.1f} s")
-            self.stopped_by = 'target_loss'
-            return True
         if self.progress:
             self.progress.restart(iter) # the evaluation's time does not count as training speed
-        return False
 
     def before_update(self, iter):
         c = self.c
         done = self.elapsed / c.max_time if c.max_time > 0 else 0.0
         for group in self.optimizer.param_groups:
-            group['lr'] = get_lr(iter, c, done) * group.get('lr_scale', 1.0) # Muon's rate: its share of AdamW's
+            group['lr'] = get_lr(iter, c, done) * group.get('lr_scale', 1.0) # a group's share (exercises/muon.py)
         if self.scaler.is_enabled(): # float16: the gradients of the scaled loss, divided back before clipping
             self.scaler.unscale_(self.optimizer)
         if c.grad_clip > 0 or self.scaler.is_enabled(): # (max_norm inf: the norm alone)
@@ -810,7 +708,6 @@ class Run:
             self.progress.update(self.steps, loss, c.max_time - self.elapsed if c.max_time > 0 else None)
         if stop:
             if self.master:
-                self.progress.close()
                 self.save(self.steps)
                 where = '' if self.c.ckpt_path == ckpt_path else f' --ckpt_path={self.c.ckpt_path}'
                 print(f"interrupted at step {self.steps}: saved {self.c.ckpt_path}; continue with 'python gpt.py "
@@ -821,7 +718,6 @@ class Run:
     def end(self, val_data):
         signal.signal(signal.SIGINT, self.old_handler)
         if self.master:
-            self.progress.close()
             self.save(self.steps)
             print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
                   f"saved {self.c.ckpt_path} and {self.history}")
@@ -851,58 +747,25 @@ def whole_split_loss(model, data, block_size):
 
 
 class Progress:
-    """One line between evaluations: speed, MFU and time left; in place on a terminal, every so often in a log."""
+    """A line every so often between evaluations: the step, the loss, the speed and the time left."""
 
-    def __init__(self, c, tokens_per_iter, flops):
-        self.max_iters, self.tokens_per_iter, self.flops, self.device = c.max_iters, tokens_per_iter, flops, c.device
-        self.dtype = getattr(torch, c.dtype)
-        self.peak = None # measured when first needed: short runs skip it
-        self.tty = sys.stderr.isatty()
-        self.shown = 0 # the length of the line on the terminal
+    def __init__(self, c, tokens_per_iter):
+        self.max_iters, self.tokens_per_iter = c.max_iters, tokens_per_iter
+        self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # a log gets fewer
         self.restart(0)
-        self.stdout = sys.stdout
-        if self.tty: # what is printed clears the line first: see write
-            sys.stdout = self
-
-    def write(self, s):
-        self.clear()
-        return self.stdout.write(s)
-
-    def __getattr__(self, name): # the rest of stdout's methods
-        return getattr(self.stdout, name)
-
-    def close(self):
-        self.clear()
-        sys.stdout = self.stdout
 
     def restart(self, iter):
         self.t0, self.iter0, self.last = time.time(), iter, time.time()
 
     def update(self, iter, loss, budget_left):
         now = time.time()
-        if now - self.last < (0.5 if self.tty else PROGRESS_EVERY) or iter == self.iter0:
+        if now - self.last < self.every or iter == self.iter0:
             return
-        its = (iter - self.iter0) / (now - self.t0)
-        if self.peak is None: # measured now, and not counted against the training's speed
-            self.peak = measure_peak_flops(self.device, self.dtype)
-            self.restart(iter)
-        self.last = now
+        self.last, its = now, (iter - self.iter0) / (now - self.t0)
         left = (self.max_iters - iter) / its if budget_left is None else min((self.max_iters - iter) / its, budget_left)
-        line = (f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
-                f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | MFU {100 * its * self.flops / self.peak:.0f}% | "
-                f"{int(left // 60)}m{int(left % 60):02d}s left")
-        if self.tty: # over the line before: spaces, not an ANSI code, which an old Windows console would print
-            sys.stderr.write('\r' + line.ljust(self.shown))
-            self.shown = len(line)
-        else:
-            sys.stderr.write(line + '\n')
-        sys.stderr.flush()
-
-    def clear(self):
-        if self.shown:
-            sys.stderr.write('\r' + ' ' * self.shown + '\r')
-            sys.stderr.flush()
-            self.shown = 0
+        print(f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
+              f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | {int(left // 60)}m{int(left % 60):02d}s left",
+              file=sys.stderr, flush=True)
 
 
 def plot_history(history):
@@ -937,8 +800,6 @@ def speed_up(model, c, scaler, notes):
             module.__class__ = FusedAttention
     if not as_shipped:
         notes.append("MultiHeadAttention is edited: it runs as written, without the fused kernel")
-    if c.device == 'cpu':
-        keep_freed_memory()
     if c.compile:
         model = torch.compile(model)
     return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
@@ -965,17 +826,6 @@ class FusedAttention(MultiHeadAttention):
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                              dropout_p=self.attn_dropout.p if self.training else 0.0)
         return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
-
-
-def keep_freed_memory():
-    """On Linux, glibc gives every freed block over 32 MB back to the system, so each training step on a CPU asks for
-    its activations afresh and the kernel zeroes them page by page: a fifth of the lecture's step. Keep them instead."""
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-4, 0) # M_MMAP_MAX: serve no block by mmap, so none goes back when freed...
-        libc.mallopt(-1, 2**31 - 1) # M_TRIM_THRESHOLD: ...and keep the freed top of the heap
-    except (OSError, AttributeError): # another system or C library: nothing to do
-        pass
 
 
 class Autocast(nn.Module):
@@ -1035,7 +885,7 @@ def benchmark(c, run):
     train_data, _ = split_data(text, tokenizer(chars)[0])
     model = GPTLanguageModel(len(chars), c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
     print(sum(p.numel() for p in model.parameters())/1e6, 'M parameters')
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2, c.optimizer, c.muon_lr, c.dtype)
+    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2)
     model, _ = run.begin(model, optimizer, chars)
     def step():
         xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
@@ -1053,9 +903,10 @@ def benchmark(c, run):
     sync(c.device)
     dt = (time.perf_counter() - t) / c.bench_iters
     peak = measure_peak_flops(c.device, getattr(torch, c.dtype))
+    flops = flops_per_iter(run.raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
     print(f"bench: {dt * 1000:.1f} ms/iter | {run.tokens_per_iter / dt / 1000:.1f}k tok/s | "
-          f"{run.flops / dt / 1e9:.1f} GFLOP/s of a measured matmul peak of {peak / 1e9:.1f} GFLOP/s: "
-          f"MFU {100 * run.flops / dt / peak:.1f}%")
+          f"{flops / dt / 1e9:.1f} GFLOP/s of a measured matmul peak of {peak / 1e9:.1f} GFLOP/s: "
+          f"MFU {100 * flops / dt / peak:.1f}%")
 
 # ------------
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
@@ -1099,13 +950,6 @@ def agree(flag, seconds, device):
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return t[0].item() > 0, t[1].item()
 
-
-def from_rank_0(flag, device):
-    if not distributed():
-        return flag
-    t = torch.tensor(float(flag), device=device)
-    torch.distributed.broadcast(t, 0)
-    return t.item() > 0
 
 # ------------
 # checkpoints
@@ -1151,7 +995,7 @@ def apply_checkpoint_config(cfg, given, ckpt, keys, option='ckpt_path'):
     """The checkpoint's values for keys, except those given on the command line; a different shape is an error."""
     for name in keys:
         saved = ckpt['config'][name]
-        if name in given and cfg[name] != saved and name in SHAPE + ('optimizer',): # its state fits no other
+        if name in given and cfg[name] != saved and name in SHAPE: # the weights fit no other
             raise UsageError(f"the checkpoint {cfg[option]} has {name}={saved}, not --{name}={cfg[name]}; "
                              f"drop --{name}, or pass another --{option}=")
         if name not in given:
@@ -1211,8 +1055,7 @@ def check_prompt(prompt, chars):
 # the command
 
 RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dropout', 'learning_rate', 'warmup_iters',
-                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed',
-                  'optimizer', 'muon_lr') # what --resume carries on
+                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed') # what --resume carries on
 
 
 def main(argv):
@@ -1255,18 +1098,23 @@ def main(argv):
         teardown_distributed()
 
 
-if __name__ == '__main__':
+def run_command(main, script='gpt.py'):
+    """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit
     except UsageError as e:
         if os.environ.get('RANK', '0') != '0': # under torchrun every rank finds the same error: rank 0 says it, and
             sys.exit(0) # fails; a rank failing first would have torchrun stop rank 0 before it could say it
-        print(f"gpt.py: error: {e}", file=sys.stderr)
+        print(f"{script}: error: {e}", file=sys.stderr)
         sys.exit(e.status)
     except KeyboardInterrupt:
-        print("gpt.py: interrupted", file=sys.stderr)
+        print(f"{script}: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError: # the reader went away (python gpt.py --sample | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
+
+
+if __name__ == '__main__':
+    run_command(main)

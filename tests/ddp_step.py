@@ -13,8 +13,10 @@ def one_step(gpt, rank=0, world_size=1, kind='sgd'):
     # plain SGD: AdamW's first step is about lr * sign(grad), which turns rounding noise in near-zero gradients into
     # differences of lr; SGD moves each weight by exactly what DDP averaged
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    if kind == 'muon': # gpt.py's Muon, alone (its AdamW part would have AdamW's first-step noise)
-        optimizer = gpt.configure_optimizer(model, 0.02, 0.0, 0.99, 'muon').optimizers['muon']
+    if kind == 'muon': # exercises/muon.py's Muon, alone (its AdamW part would have AdamW's first-step noise)
+        sys.path.insert(0, os.path.join(os.path.dirname(gpt.__file__), 'exercises'))
+        import muon
+        optimizer = muon.configure_optimizer(model, 0.01, 0.0, 0.99).optimizers['muon'] # at 2x: 0.02
     ddp = DDP(model) if torch.distributed.is_initialized() else model # outside torchrun: a rank's share alone
     share = 8 // world_size
     _, loss = ddp(x[rank*share:(rank+1)*share], y[rank*share:(rank+1)*share])

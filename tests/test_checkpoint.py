@@ -220,7 +220,7 @@ def test_prompt_the_model_never_saw_gives_a_clear_error(ckpt):
 @pytest.mark.parametrize('arg, words', [
     ('--n_layer=3', 'has n_layer=2, not --n_layer=3'),
     ('--temperature=0', '--temperature=0.0 must be positive'),
-    ('--top_k=-1', '--top_k=-1 must be 0 (no cutoff) or positive'),
+    ('--top_k=-1', '--top_k=-1 must be 0 or more'),
     ('--max_new_tokens=-5', '--max_new_tokens=-5 must be 0 or more'),
 ])
 def test_bad_sampling_input_is_refused(ckpt, arg, words, capsys):

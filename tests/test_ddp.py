@@ -62,9 +62,9 @@ def test_a_bad_override_is_reported_once_not_once_per_rank(tiny_text):
 def test_two_ranks_stop_at_the_same_step_when_max_time_runs_out(tiny_text):
     # rank 0's clock decides for both: were they to stop at different steps, one would wait for the other's
     # gradients until the 10-minute timeout, and the command would not end here (with Muon: its whole path too)
-    r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={tiny_text}',
+    r = torchrun(os.path.join(ROOT, 'exercises', 'muon.py'), *TINY_GPT, f'--input_path={tiny_text}',
                  f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=1000000', '--eval_interval=1000000',
-                 '--max_time=3', '--optimizer=muon', timeout=60)
+                 '--max_time=3', timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
     steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', r.stdout, re.M).group(1))
     saved = gpt.load_checkpoint(str(tiny_text.parent / 'gpt.pt'))

@@ -1,16 +1,11 @@
 """The transformer chapters: size, init, training, generation."""
-import ctypes.util
 import math
-import subprocess
-import sys
-import tempfile
 
 import pytest
 import torch
 
 import bigram
 import gpt
-from conftest import ROOT
 
 
 def test_lecture_configuration_has_10_788_929_parameters():
@@ -123,38 +118,6 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert lr['cosine'][35] > 8.6e-4 # cosine stays up longer, then falls faster
     lecture = gpt.SimpleNamespace(learning_rate=3e-4, warmup_iters=0, lr_decay='none', min_lr=0.0, max_iters=5000)
     assert {gpt.get_lr(it, lecture) for it in range(0, 5000, 7)} == {3e-4} # the lecture's constant rate
-
-
-@pytest.mark.skipif(ctypes.util.find_library('c') != 'libc.so.6', reason='glibc malloc only')
-@pytest.mark.parametrize('train', [False, True])
-def test_training_on_a_cpu_reuses_freed_activations_without_page_faults(train):
-    # each CPU training step allocates its large activations and frees them; glibc would hand them back to the
-    # system and take them again page fault by page fault, unless keep_freed_memory() was called, as training does
-    code = f"""if True:
-        import resource, sys, torch
-        sys.path.insert(0, 'tests')
-        import gpt
-        from conftest import TINY, TINY_GPT
-        if {train}:
-            gpt.main([*TINY_GPT, '--input_path=' + TINY, '--ckpt_path={{}}/gpt.pt'.format(sys.argv[1]), '--max_iters=1',
-                      '--max_new_tokens=0'])
-        def step_faults(): # the activations of one step, at the lecture's sizes: allocated, then all freed
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            acts = [torch.ones(n) for n in (25_000_000, 6_000_000, 25_000_000, 1_500_000, 12_000_000)]
-            del acts
-            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-        print(*[step_faults() for _ in range(5)])"""
-    with tempfile.TemporaryDirectory() as folder:
-        out = subprocess.run([sys.executable, '-c', code, folder], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    faults = list(map(int, out.stdout.split()[-5:]))
-    # 280 MB a step: without it, every step faults every page in again (70,000 pages of 4 kB, or about 140 huge
-    # pages of 2 MB where the kernel hands those out); with it, once the heap has settled, steps reuse their memory
-    # (a step may still fault a few blocks, depending on where they land, but every run measured had steps with none)
-    if train:
-        assert min(faults[2:]) < 20
-    else:
-        assert min(faults) >= 100
 
 
 def test_measuring_the_peak_leaves_the_run_reproducible():

@@ -209,15 +209,6 @@ def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
     assert os.listdir(tmp_path) == [] # no partial file, and nothing else
 
 
-def test_target_loss_stops_at_the_first_evaluation_below_it(tiny_text):
-    r = run_script('gpt.py', *TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt',
-                   '--max_iters=1000', '--eval_interval=5', '--target_loss=3.5', '--learning_rate=1e-2')
-    assert r.returncode == 0, r.stderr
-    losses = val_losses(r.stdout)
-    assert losses[-1] <= 3.5 and all(v > 3.5 for v in losses[:-1])
-    assert re.search(rf'^reached val loss {losses[-1]:.4f} <= 3.5 at step \d+ after \d+\.\d s$', r.stdout, re.M)
-
-
 def test_help_exits_0_with_the_usage(capsys):
     r = run_script('gpt.py', '--help')
     assert r.returncode == 0 and r.stderr == ''
@@ -232,8 +223,7 @@ def test_help_exits_0_with_the_usage(capsys):
 
 
 @pytest.mark.skipif(not hasattr(os, 'openpty'), reason='a pseudo-terminal needs POSIX')
-@pytest.mark.parametrize('script, args', [
-    ('gpt.py', [*TINY_GPT, '--max_iters=1000000', '--eval_interval=1000000', '--max_time=2', '--max_new_tokens=0']),
+@pytest.mark.parametrize('script, args', [ # (gpt.py prints a line every 10 s there, as in a log every 30 s)
     ('bigram.py', ['--max_iters=2500', '--eval_interval=2500', '--eval_iters=1', '--max_new_tokens=0']),
 ])
 def test_progress_on_a_terminal_updates_in_place_and_leaves_nothing(script, args, tiny_text):
