@@ -345,7 +345,7 @@ data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tiny
 ckpt_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpt.pt')
 resume = False # continue training from ckpt_path
 init_from = '' # a checkpoint to start the weights from (finetuning): a new run, its own recipe; the shape from it
-bench = False # time bench_iters training steps and report tokens/s and MFU; no evaluation, no checkpoint
+bench = False # time bench_iters training steps (ms/iter, tokens/s); no evaluation, no checkpoint
 bench_iters = 10
 sample = False # only sample from the checkpoint at ckpt_path (no training, no input.txt)
 prompt = '' # the text the sample continues
@@ -459,13 +459,11 @@ def choose_config(cfg, given):
 
 
 def choose_dtype(cfg):
-    """The precision training computes in (cfg['dtype'] becomes its name), and why. A GPU of compute capability 8.0
-    or more (A100, RTX 30xx, H100) has bf16 tensor cores: twice float32's speed, and bf16's range needs no loss
-    scaling. One below 8.0 (T4, V100) only emulates bf16, several times slower; float16 runs on its tensor cores, with
-    a GradScaler, as float16's small gradients would round to 0. MPS and CPUs: float32 (on a CPU without bf16
-    instructions a bf16 matmul took 3x as long, a float16 one 38x; MPS: never measured), but bf16 from n_embd 192 on a
-    CPU with AMX or AVX512-BF16 (2 cores; a step's time against float32's at n_embd 128, 192, lecture: AMX 1.15x, 0.8x,
-    0.41x; an AMD EPYC with AVX512-BF16 1.0x, 0.69x, and 0.67x at n_embd 256)."""
+    """The precision training computes in (cfg['dtype'] becomes its name), and why. bf16 where the hardware has it: a
+    GPU of compute capability 8.0 or more; a CPU with AMX or AVX512-BF16 from n_embd 192 (2 cores, a step against
+    float32's at n_embd 128, 192, 256: AMX 1.15x, 0.8x, -; AVX512-BF16 0.95x, 0.69-0.84x, 0.63-0.68x). A GPU below 8.0
+    (T4, V100) only emulates bf16: float16 on its tensor cores, with a GradScaler, as its small gradients would round to
+    0. Otherwise float32 (without those instructions a bf16 matmul took 3x as long on a CPU, float16 38x)."""
     name, device = cfg['dtype'], cfg['device']
     if name not in ('auto', 'float32', 'bfloat16', 'float16'):
         raise UsageError(f"--dtype={name!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
@@ -488,8 +486,8 @@ def choose_dtype(cfg):
             warnings.simplefilter('ignore')
             try:
                 with torch.autocast(device, dtype=getattr(torch, name)):
-                    ok = (torch.ones(2, 2, device=device) @ torch.ones(2, 2, device=device)).dtype == \
-                        getattr(torch, name)
+                    ones = torch.ones(2, 2, device=device)
+                    ok = (ones @ ones).dtype == getattr(torch, name)
             except RuntimeError:
                 ok = False
         if not ok:
@@ -650,8 +648,10 @@ class Run:
         print(describe_config(c, 'resumed' if self.ckpt else self.which, self.notes, self.world_size, self.resumed_at,
                               self.spent), flush=True)
         self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
-        if c.bench:
-            return model, c.max_iters
+        if c.bench: # bench_iters steps after two to warm up (allocator, kernels, compilation): see after_step
+            self.resumed_at, self.last_iter = self.steps, math.inf # no evaluation where it starts, nor at the end
+            c.max_iters, c.eval_interval, c.max_new_tokens = self.steps + 2 + c.bench_iters, 10**9, 0
+            return model, self.steps
         if self.master and (not self.ckpt or not os.path.exists(self.history)): # a resumed run appends to its own
             with open(self.history, 'w') as f:
                 f.write('step,train_loss,val_loss,elapsed_s\n')
@@ -697,6 +697,11 @@ class Run:
     def after_step(self, iter, loss):
         """The progress line; Ctrl-C saves and stops; True after the last step."""
         c = self.c
+        if c.bench:
+            sync(c.device)
+            if iter == self.resumed_at + 1:
+                self.t0 = time.perf_counter()
+            return iter == c.max_iters - 1
         self.steps = iter + 1
         self.elapsed = self.spent + time.time() - self.t0
         stop = self.stop_requested
@@ -716,16 +721,21 @@ class Run:
         return iter >= self.last_iter
 
     def end(self, val_data):
+        c = self.c
+        if c.bench: # the time since the second step, synchronised at the last
+            dt = (time.perf_counter() - self.t0) / c.bench_iters
+            print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
+            return
         signal.signal(signal.SIGINT, self.old_handler)
         if self.master:
             self.save(self.steps)
             print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
-                  f"saved {self.c.ckpt_path} and {self.history}")
+                  f"saved {c.ckpt_path} and {self.history}")
             plot_history(self.history)
             # estimate_loss's random batches stray from it by up to 0.02: this is the number to compare runs by
-            n = (len(val_data) - 1) // self.c.block_size
-            print(f"val loss on the whole val split ({n} windows of {self.c.block_size} characters): "
-                  f"{whole_split_loss(self.raw_model, val_data, self.c.block_size):.4f}")
+            n = (len(val_data) - 1) // c.block_size
+            print(f"val loss on the whole val split ({n} windows of {c.block_size} characters): "
+                  f"{whole_split_loss(self.raw_model, val_data, c.block_size):.4f}")
 
     def save(self, iter):
         save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,
@@ -845,68 +855,12 @@ class Autocast(nn.Module):
         return logits, loss
 
 
-def flops_per_iter(model, batch_size, block_size):
-    # 6 flops per weight per token (forward 2, backward 4), plus the attention's q @ k^T and wei @ v
-    n_layer, n_embd = len(model.blocks), model.lm_head.in_features
-    n_weights = sum(p.numel() for p in model.parameters()) - model.token_embedding_table.weight.numel() \
-        - model.position_embedding_table.weight.numel() # lookups, not matmuls
-    return 6 * n_weights * batch_size * block_size + 12 * n_layer * batch_size * block_size**2 * n_embd
-
-
-def measure_peak_flops(device, dtype):
-    """The best matmul rate of this device in this dtype, measured now (the denominator of MFU)."""
-    n, reps = (8192, 5) if device.startswith('cuda') else (1024, 1)
-    g = torch.Generator(device).manual_seed(0) # not the global one: measuring must not change the run's batches
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    times, start = [], time.perf_counter()
-    while len(times) < 4 and time.perf_counter() - start < 1: # a second at most (float16 on a CPU: 3 s a matmul)
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        times.append((time.perf_counter() - t) / reps)
-    return 2 * n**3 / min(times)
-
-
 def sync(device):
     if device.startswith('cuda'):
         torch.cuda.synchronize()
     elif device == 'mps':
         torch.mps.synchronize()
 
-
-def benchmark(c, run):
-    """--bench: times training steps of the model python gpt.py would train; no evaluation, no checkpoint."""
-    torch.manual_seed(c.seed)
-    text = load_text(c.input_path, c.data_url, c.block_size)
-    chars = sorted(set(text))
-    train_data, _ = split_data(text, tokenizer(chars)[0])
-    model = GPTLanguageModel(len(chars), c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout).to(c.device)
-    print(sum(p.numel() for p in model.parameters())/1e6, 'M parameters')
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2)
-    model, _ = run.begin(model, optimizer, chars)
-    def step():
-        xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
-        _, loss = model(xb, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.before_update(0)
-        optimizer.step()
-    for _ in range(2): # warm up: allocator, kernels, compilation
-        step()
-    sync(c.device)
-    t = time.perf_counter()
-    for _ in range(c.bench_iters):
-        step()
-    sync(c.device)
-    dt = (time.perf_counter() - t) / c.bench_iters
-    peak = measure_peak_flops(c.device, getattr(torch, c.dtype))
-    flops = flops_per_iter(run.raw_model, c.batch_size, c.block_size) # per rank, as the peak is per device
-    print(f"bench: {dt * 1000:.1f} ms/iter | {run.tokens_per_iter / dt / 1000:.1f}k tok/s | "
-          f"{flops / dt / 1e9:.1f} GFLOP/s of a measured matmul peak of {peak / 1e9:.1f} GFLOP/s: "
-          f"MFU {100 * flops / dt / peak:.1f}%")
 
 # ------------
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
@@ -930,11 +884,9 @@ def setup_distributed(c):
 
 
 def teardown_distributed():
-    """Frees the process group while Python is fully alive, so that its threads are joined now, not at exit.
-    A gloo thread left running drops its last reference to a finished all-reduce some time after the result is out;
-    that releases Python objects (the tensors, and the context loss.backward() keeps in thread-local state), which
-    needs the GIL, and once the interpreter has begun to shut down the thread cannot have it: the process aborts
-    with 'terminate called without an active exception' (torch 2.13; see pytorch/pytorch#179291)."""
+    """Frees the process group while Python is fully alive, so that its threads are joined now: a gloo thread that
+    drops its last reference to a finished all-reduce after the interpreter began to shut down cannot take the GIL,
+    and the process aborts ('terminate called without an active exception'; torch 2.13, pytorch/pytorch#179291)."""
     if distributed():
         gc.collect() # the DDP wrapper and its reducer hold the process group: let them go first
         torch.distributed.destroy_process_group() # the last reference: its destructor joins the threads
@@ -1055,7 +1007,7 @@ def check_prompt(prompt, chars):
 # the command
 
 RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dropout', 'learning_rate', 'warmup_iters',
-                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed') # what --resume carries on
+                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed') # --resume carries
 
 
 def main(argv):
@@ -1087,10 +1039,7 @@ def main(argv):
     c = SimpleNamespace(**cfg)
     run = Run(c, which, notes, ckpt, init)
     try:
-        if c.bench:
-            benchmark(c, run)
-        else:
-            train(c, run)
+        train(c, run)
     except BaseException as e:
         traceback.clear_frames(e.__traceback__) # its frames hold the DDP wrapper: let teardown_distributed free it
         raise

@@ -126,11 +126,11 @@ def test_estimate_loss_evaluates_without_dropout_and_leaves_training_on():
         assert model(*gpt.get_batch(splits['train'], 4, 8, 'cpu'))[1].item() != pytest.approx(by_hand['train'], abs=1e-3)
 
 
-def test_bench_times_training_steps_and_writes_nothing(tmp_path, capsys):
-    run_in_process(tmp_path, '--bench', '--bench_iters=1')
+def test_bench_times_training_steps_and_writes_nothing(tmp_path, optimizer_steps, capsys):
+    run_in_process(tmp_path, '--bench', '--bench_iters=3')
     out = capsys.readouterr().out
-    assert re.search(r'^bench: \d+\.\d ms/iter \| \d+\.\dk tok/s \| \d+\.\d GFLOP/s of a measured matmul peak of '
-                     r'\d+\.\d GFLOP/s: MFU \d+\.\d%$', out, re.M), out
+    assert re.search(r'^bench: \d+\.\d ms/iter \| \d+\.\dk tok/s$', out, re.M), out
+    assert len(optimizer_steps) == 2 + 3 # two to warm up, three timed
     assert 'step ' not in out and os.listdir(tmp_path) == [] # no evaluation, no checkpoint, no history
 
 
