@@ -7,6 +7,7 @@ after the marked line, is what the lecture leaves out.
     python gpt.py --max_iters=2000 --n_layer=4      any hyperparameter as --name=value (python gpt.py --help)
     python gpt.py --resume                          carry on from the checkpoint
     python gpt.py --sample --prompt="ROMEO:"        sample from the checkpoint
+    python gpt.py --init_from=big.pt                finetune: a new run from another checkpoint's weights
     torchrun --standalone --nproc_per_node=8 gpt.py several GPUs (DDP)
 """
 import torch
@@ -247,7 +248,7 @@ class GPTLanguageModel(nn.Module):
             idx_cond = idx[:, -self.block_size:]
             # get the predictions
             logits, loss = self(idx_cond)
-            # focus only on the last time step (temperature and top_k: see sample_from_checkpoint)
+            # focus only on the last time step (and sharpen it, or keep the top_k: see --help)
             logits = logits[:, -1, :] / temperature # becomes (B, C)
             if top_k:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
