@@ -737,6 +737,7 @@ class Run:
             n = (len(val_data) - 1) // c.block_size
             print(f"val loss on the whole val split ({n} windows of {c.block_size} characters): "
                   f"{whole_split_loss(self.raw_model, val_data, c.block_size):.4f}")
+        torch.manual_seed(c.seed) # the sample that follows is the one --sample draws from the checkpoint
 
     def save(self, iter):
         save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,

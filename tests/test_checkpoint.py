@@ -243,3 +243,17 @@ def test_sample_piped_into_a_reader_that_stops_early(ckpt):
     err = proc.stderr.read()
     proc.wait(timeout=120)
     assert proc.returncode == 141 and 'Traceback' not in err and 'Error' not in err
+
+
+def test_the_sample_at_the_end_of_training_is_drawn_as_sample_draws_it(tmp_path, capsys):
+    # the same weights, seed, prompt and sampling, in eval mode: the same text both ways; were the end of training to
+    # sample with dropout on (0.5 here), or ignore --prompt, --temperature or --top_k, they would differ
+    args = ['--prompt=ROMEO:', '--top_k=5', '--temperature=0.8', '--max_new_tokens=40', '--device=cpu',
+            f'--ckpt_path={tmp_path}/gpt.pt']
+    gpt.main([*TINY_GPT, *args, f'--input_path={TINY}', '--max_iters=300', '--learning_rate=1e-2', '--dropout=0.5'])
+    trained = capsys.readouterr().out.split(' characters): ')[1].split('\n', 1)[1]
+    gpt.main(['--sample', *args])
+    sampled = capsys.readouterr().out
+    assert sampled.startswith('ROMEO:') and len(sampled) == len('ROMEO:') + 40 + 1
+    assert len(set(sampled[6:])) > 3 # words, not a character repeated: a sample that dropout would change
+    assert trained == sampled
