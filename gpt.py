@@ -995,8 +995,9 @@ def sample_from_checkpoint(cfg, given):
     model.to(cfg['device']).eval()
     torch.manual_seed(cfg['seed'])
     # the same lines as the sample at the end of train(): the prompt, or the lecture's token 0 (a newline here)
-    context = torch.tensor([encode(cfg['prompt'])] if cfg['prompt'] else [[0]], dtype=torch.long, device=cfg['device'])
-    print(decode(model.generate(context, cfg['max_new_tokens'], cfg['temperature'], cfg['top_k'])[0].tolist()))
+    context = torch.tensor([encode(cfg['prompt'])] if cfg['prompt'] else [[0]], dtype=torch.long)
+    print(decode(model.generate(context.to(cfg['device']), cfg['max_new_tokens'], cfg['temperature'],
+                                cfg['top_k'])[0].tolist()))
 
 
 def check_prompt(prompt, chars):
