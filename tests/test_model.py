@@ -1,7 +1,6 @@
 """The transformer chapters: size, init, training, generation."""
 import math
 
-import pytest
 import torch
 
 import bigram

@@ -3,15 +3,13 @@ import http.server
 import math
 import os
 import re
-import subprocess
-import sys
 import threading
 
 import pytest
 
 import bigram
 import gpt
-from conftest import ROOT, TINY, TINY_GPT, run_script
+from conftest import TINY, TINY_GPT, run_script
 
 STEP = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
 
@@ -222,40 +220,10 @@ def test_help_exits_0_with_the_usage(capsys):
 
 
 
-@pytest.mark.skipif(not hasattr(os, 'openpty'), reason='a pseudo-terminal needs POSIX')
-@pytest.mark.parametrize('script, args', [ # (gpt.py prints a line every 10 s there, as in a log every 30 s)
-    ('bigram.py', ['--max_iters=2500', '--eval_interval=2500', '--eval_iters=1', '--max_new_tokens=0']),
-])
-def test_progress_on_a_terminal_updates_in_place_and_leaves_nothing(script, args, tiny_text):
-    # the line is redrawn after a carriage return, padded with spaces: no ANSI codes, which an old Windows console
-    # would print as they are
-    master, terminal = os.openpty()
-    where = [f'--ckpt_path={tiny_text.parent}/gpt.pt'] if script == 'gpt.py' else [] # never into the repository
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args, f'--input_path={tiny_text}', *where],
-                            cwd=tiny_text.parent, stdout=subprocess.DEVNULL, stderr=terminal,
-                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    os.close(terminal)
-    err = b''
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError: # the terminal closed: the script ended
-            break
-        if not chunk:
-            break
-        err += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    err = err.decode()
-    assert '\x1b' not in err and len(re.findall(r'\rstep \d+/\d+ \|', err)) >= 2 # drawn, then redrawn in place
-    rows, row, col = [], [], 0 # what the terminal shows: after a carriage return, characters overwrite the row
-    for ch in err:
-        if ch == '\n':
-            rows.append(''.join(row))
-            row, col = [], 0
-        elif ch == '\r':
-            col = 0
-        else:
-            row[col:col + 1] = [ch]
-            col += 1
-    assert rows == [] and ''.join(row).strip() == '' # nothing left of the line once the run ended
+def test_bigram_prints_a_progress_line_in_a_log(tiny_text, monkeypatch, capsys):
+    monkeypatch.setattr(bigram, 'PROGRESS_EVERY', 0) # a line at every step instead of every 30 s
+    bigram.main([f'--input_path={tiny_text}', '--max_iters=3', '--eval_interval=100', '--eval_iters=1',
+                 '--max_new_tokens=0'])
+    out = capsys.readouterr()
+    assert re.findall(r'^step (\d)/3 \| \d+ it/s \| 0m\d\ds left$', out.err, re.M) == ['1', '2', '3'], out.err
+    assert 'step 1/3' not in out.out # on stderr: the lecture's lines alone on stdout

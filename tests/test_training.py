@@ -1,5 +1,4 @@
 """The training run as gpt.py's main() runs it: what the loop really does, not what its helpers would do alone."""
-import math
 import os
 import re
 import shutil
