@@ -1037,6 +1037,9 @@ def main(argv):
                              "checkpoint it starts from; pass another --ckpt_path=")
         init = load_checkpoint(cfg['init_from'], 'init_from')
         apply_checkpoint_config(cfg, given, init, SHAPE, 'init_from')
+        if 'learning_rate' not in given: # the lecture's advice for a finetune; half did best here (README, EX3)
+            cfg['learning_rate'] /= 2
+            notes.append(f"learning_rate={cfg['learning_rate']:g}: half, to finetune (or give --learning_rate=)")
     check_config(cfg)
     notes.append(choose_dtype(cfg)) # the device's, on every run: not carried by --resume
     c = SimpleNamespace(**cfg)

@@ -65,6 +65,8 @@ def test_the_pretrained_weights_start_far_below_a_fresh_models_loss(pretrained):
     vocab = len(torch.load(pretrained / 'small.pt')['chars'])
     step0 = float(re.search(r'^step 0: train loss [\d.]+, val loss ([\d.]+)$', r.stdout, re.M).group(1))
     assert step0 < math.log(vocab) - 1.0 # a fresh model starts at ln(vocab_size): --init_from loaded what it learned
+    # the lecture's advice: finetune at a lower rate (half the small configuration's, unless one is given)
+    assert torch.load(pretrained / 'small.pt')['config']['learning_rate'] == gpt.small['learning_rate'] / 2
 
 
 @pytest.mark.parametrize('args, words', [
