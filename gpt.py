@@ -909,11 +909,17 @@ def agree(flag, seconds, device):
 # checkpoints
 
 def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0, scaler=None):
-    ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c), 'chars': chars,
-            'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed, 'scaler': scaler and scaler.state_dict()}
+    save_atomically(path, {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c),
+                           'chars': chars, 'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed,
+                           'scaler': scaler and scaler.state_dict()})
+
+
+def save_atomically(path, obj):
+    """torch.save(obj, path), all or nothing: a kill, a full disk or a file held open elsewhere leaves what was there
+    (and a failure is one line); for the exercises' checkpoints too."""
     tmp, written = f"{path}.tmp{os.getpid()}", False
     buffer = io.BytesIO() # torch.save into a file turns a full disk into a RuntimeError; f.write, an OSError
-    torch.save(ckpt, buffer)
+    torch.save(obj, buffer)
     try:
         with open(tmp, 'wb') as f: # written, then flushed to the disk before it replaces the old one
             f.write(buffer.getbuffer())

@@ -229,13 +229,7 @@ def train(c):
 
 
 def save(c, model):
-    tmp = f"{c.ckpt_path}.tmp{os.getpid()}"
-    try:
-        torch.save({'model': model.state_dict(), 'config': vars(c), 'vocab': VOCAB}, tmp)
-        os.replace(tmp, c.ckpt_path) # atomic: a kill at any moment leaves the old checkpoint or the new one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    gpt.save_atomically(c.ckpt_path, {'model': model.state_dict(), 'config': vars(c), 'vocab': VOCAB})
 
 # ------------
 # --sample: the checkpoint's answer to one problem
@@ -336,15 +330,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    try:
-        main(sys.argv[1:])
-        sys.stdout.flush() # here, where a reader that went away is handled below
-    except UsageError as e:
-        print(f"add.py: error: {e}", file=sys.stderr)
-        sys.exit(e.status)
-    except KeyboardInterrupt:
-        print("add.py: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError: # the reader went away (add.py --help | head): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
+    gpt.run_command(main, 'add.py')
