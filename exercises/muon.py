@@ -3,9 +3,9 @@ muon.py: the lecture's exercise 4, "implement one feature from the transformer p
 your GPT?", answered with Muon (Keller Jordan, 2024): python gpt.py, with Muon training the matrices inside the blocks
 and AdamW the rest. gpt.py's pieces are imported, not copied: only part one's configure_optimizer is replaced.
 
-    python exercises/muon.py                          train as python gpt.py does, every option of gpt.py included
-    python exercises/muon.py --resume                 carry on from its checkpoint (gpt.py refuses its optimizer)
-    python gpt.py --sample                            sample from it: the model is gpt.py's
+    python exercises/muon.py                          train as python gpt.py does, into muon.pt beside gpt.py
+    python exercises/muon.py --resume                 carry on from muon.pt (gpt.py refuses its optimizer)
+    python gpt.py --sample --ckpt_path=muon.pt        sample from it: the model is gpt.py's
 
 Muon's rate is twice AdamW's (MUON_LR_SCALE: of 0.5x to 4x on a CPU, 2x did best; 1.5x as well, 3x worse), on the one
 schedule; its weight decay shrinks the matrices by its own rate times weight_decay a step, as torch.optim.Muon does:
@@ -113,10 +113,12 @@ class Optimizers:
 
 def main(argv):
     gpt.configure_optimizer = configure_optimizer # the one seam: what part one's train() calls...
+    shipped = gpt.HYPERPARAMETERS['ckpt_path'] # ...and a checkpoint of its own, not gpt.py's gpt.pt
+    gpt.HYPERPARAMETERS['ckpt_path'] = os.path.join(os.path.dirname(shipped), 'muon.pt')
     try:
         gpt.main(argv)
-    finally:
-        gpt.configure_optimizer = configure_adamw # ...for this run only (main() may run again in one process)
+    finally: # for this run only (main() may run again in one process)
+        gpt.configure_optimizer, gpt.HYPERPARAMETERS['ckpt_path'] = configure_adamw, shipped
 
 
 if __name__ == '__main__':
