@@ -318,6 +318,7 @@ def train(c, run):
 # single lines: the command line and its errors, the download, checkpoints, several processes, progress, the
 # benchmark and the speed-ups.
 # ======================================================================================================================
+import errno
 import gc
 import hashlib
 import inspect
@@ -499,8 +500,8 @@ def choose_dtype(cfg):
 
 
 def cpu_bf16():
-    """This CPU's instructions for bf16 matrices, amx_bf16 or avx512_bf16, or None (Linux lists them in /proc/cpuinfo;
-    elsewhere: None)."""
+    """This CPU's instructions for bf16 matrices, amx_bf16 or avx512_bf16 (as Linux lists them in /proc/cpuinfo), or
+    None: none of them, or another system."""
     try:
         with open('/proc/cpuinfo') as f:
             flags = set(next((l for l in f if l.startswith('flags')), '').split())
@@ -930,8 +931,9 @@ def save_atomically(path, obj):
     except OSError as e: # a full disk, a read-only folder; or Windows, which replaces no file another program has open
         raise UsageError(f"cannot write {path} ({e.strerror or e}); " + (
             f"is it open in another program? This checkpoint is kept as {tmp}" if written else
-            f"{'the one there is as it was; ' if os.path.exists(path) else ''}free some space, or pass another "
-            "--ckpt_path="), status=1)
+            f"{'the one there is as it was; ' if os.path.exists(path) else ''}"
+            f"{'free some space, or ' if e.errno in (errno.ENOSPC, errno.EFBIG) else ''}pass another --ckpt_path="),
+            status=1)
     finally:
         if os.path.exists(tmp) and not written:
             os.remove(tmp)
