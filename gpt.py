@@ -328,13 +328,12 @@ import os
 import re
 import signal
 import sys
-import textwrap
 import time
 import tokenize
 import traceback
-import warnings
 from types import SimpleNamespace
 
+import numpy as np
 import requests
 
 # options of a run, given like the hyperparameters (--name=value)
@@ -375,15 +374,15 @@ class UsageError(Exception):
         self.status = status
 
 
-def parse_args(argv):
+def parse_args(argv, defaults=HYPERPARAMETERS, script='gpt.py'):
     """--name=value for every hyperparameter, typed by its default. Returns (values, names given)."""
-    cfg, given = dict(HYPERPARAMETERS), set()
-    valid = 'valid names: ' + ', '.join(HYPERPARAMETERS) + ' (python gpt.py --help)'
+    cfg, given = dict(defaults), set()
+    valid = 'valid names: ' + ', '.join(defaults) + f' (python {script} --help)'
     for arg in argv:
         name, eq, value = arg[2:].partition('=')
-        if not arg.startswith('--') or name not in HYPERPARAMETERS: # a bare 'sample' is no --sample
+        if not arg.startswith('--') or name not in defaults: # a bare 'sample' is no --sample
             raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
-        default = HYPERPARAMETERS[name]
+        default = defaults[name]
         try:
             if type(default) is bool: # --sample alone means --sample=True
                 cfg[name] = {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
@@ -419,21 +418,20 @@ def check_config(cfg):
             raise UsageError(f"--{name}={cfg[name]} must be in [0, 1)")
     if not 0 <= cfg['min_lr'] <= cfg['learning_rate']:
         raise UsageError(f"--min_lr={cfg['min_lr']} must be in [0, --learning_rate={cfg['learning_rate']}]")
-    for name, choices in (('lr_decay', ('none', 'cosine', 'linear')), ('config', ('auto', 'lecture', 'small'))):
+    for name, choices in (('lr_decay', ('none', 'cosine', 'linear')), ('config', ('auto', 'lecture', 'small')),
+                          ('dtype', ('auto', 'float32', 'bfloat16', 'float16'))):
         if cfg[name] not in choices:
             quoted = [repr(choice) for choice in choices]
             raise UsageError(f"--{name}={cfg[name]!r} must be {', '.join(quoted[:-1])} or {quoted[-1]}")
     if cfg['n_embd'] % cfg['n_head']:
         raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
+    device = cfg['device']
+    if device.split(':')[0] not in ('cuda', 'mps', 'cpu'):
+        raise UsageError(f"--device={device!r} must be 'cuda', 'mps' or 'cpu'")
+    if device.startswith('cuda') and not torch.cuda.is_available() or device == 'mps' and not torch.backends.mps.is_available():
+        raise UsageError(f"--device={device} is not available on this machine; use --device=cpu")
     if not os.path.isdir(os.path.dirname(os.path.abspath(cfg['ckpt_path']))):
         raise UsageError(f"--ckpt_path={cfg['ckpt_path']}: no such folder; make it first")
-
-
-def check_device(name):
-    if name.split(':')[0] not in ('cuda', 'mps', 'cpu'):
-        raise UsageError(f"--device={name!r} must be 'cuda', 'mps' or 'cpu'")
-    if name.startswith('cuda') and not torch.cuda.is_available() or name == 'mps' and not torch.backends.mps.is_available():
-        raise UsageError(f"--device={name} is not available on this machine; use --device=cpu")
 
 
 def choose_config(cfg, given):
@@ -461,14 +459,10 @@ def choose_config(cfg, given):
 
 
 def choose_dtype(cfg):
-    """The precision training computes in (cfg['dtype'] becomes its name), and why. bf16 where the hardware has it: a
-    GPU of compute capability 8.0 or more; a CPU with AMX or AVX512-BF16 from n_embd 192 (2 cores, a step against
-    float32's at n_embd 128, 192, 256: AMX 1.15x, 0.8x, -; AVX512-BF16 0.95x, 0.69-0.84x, 0.63-0.68x). A GPU below 8.0
-    (T4, V100) only emulates bf16: float16 on its tensor cores, with a GradScaler, as its small gradients would round to
-    0. Otherwise float32 (without those instructions a bf16 matmul took 3x as long on a CPU, float16 38x)."""
+    """The precision training computes in (cfg['dtype'] becomes its name), and why: bf16 on a GPU of compute capability
+    8.0 or more, and on a CPU with AMX or AVX512-BF16 from n_embd 192 (where it measured faster); float16 with a
+    GradScaler on older GPUs (T4, V100), which only emulate bf16; float32 elsewhere (there bf16 ran 3x slower)."""
     name, device = cfg['dtype'], cfg['device']
-    if name not in ('auto', 'float32', 'bfloat16', 'float16'):
-        raise UsageError(f"--dtype={name!r} must be 'auto', 'float32', 'bfloat16' or 'float16'")
     why = 'as given'
     if device.startswith('cuda'):
         major, minor = torch.cuda.get_device_capability(device)
@@ -483,43 +477,19 @@ def choose_dtype(cfg):
         flag = device == 'cpu' and cfg['n_embd'] >= 192 and cpu_bf16()
         name, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
             ('float32', f'auto on {device}')
-    elif name != 'float32': # one this device or torch cannot autocast to would silently run in float32
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            try:
-                with torch.autocast(device, dtype=getattr(torch, name)):
-                    ones = torch.ones(2, 2, device=device)
-                    ok = (ones @ ones).dtype == getattr(torch, name)
-            except RuntimeError:
-                ok = False
-        if not ok:
-            raise UsageError(f"--dtype={name}: torch {torch.__version__} cannot compute in it on {device}; "
-                             "use --dtype=float32")
     cfg['dtype'] = name
     return f"dtype={name} ({why})" + (", with a GradScaler" if name == 'float16' else "")
 
 
 def cpu_bf16():
-    """This CPU's instructions for bf16 matrices, amx_bf16 or avx512_bf16 (as Linux lists them in /proc/cpuinfo), or
-    None: none of them, or another system."""
+    """This CPU's instructions for bf16 matrices as Linux lists them, amx_bf16 or avx512_bf16, or None."""
     try:
         with open('/proc/cpuinfo') as f:
-            flags = set(next((l for l in f if l.startswith('flags')), '').split())
-    except OSError:
+            flags = f.read().split()
+    except OSError: # not Linux
         return None
     return next((flag for flag in ('amx_bf16', 'avx512_bf16') if flag in flags), None)
 
-
-def describe_config(c, which, notes, world_size, resumed_from, spent):
-    """The first lines of a run: which values run, and where they differ from the block at the top of gpt.py."""
-    lines = [f"config {which} on {c.device}{f' x {world_size} processes' if world_size > 1 else ''}: "
-             f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} "
-             f"batch_size={c.batch_size}{f' per rank, {c.batch_size * world_size} in all' if world_size > 1 else ''} "
-             f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}"
-             + (f" max_time={c.max_time:g}s" if c.max_time > 0 else "")
-             + (f", from step {resumed_from} of {c.ckpt_path}" if resumed_from is not None else "")
-             + (f"; {spent:.1f} s of it spent before" if c.max_time > 0 and resumed_from is not None else "")]
-    return '\n'.join(lines + ['  ' + note for note in notes])
 
 # ------------
 # data: Tiny Shakespeare, or any UTF-8 text
@@ -530,11 +500,10 @@ def load_text(path, url, block_size=0):
         print(f"downloading {url} to {path}", flush=True)
         tmp = f"{path}.part{os.getpid()}"
         try:
-            with requests.get(url, timeout=30, stream=True) as r:
-                r.raise_for_status()
-                with open(tmp, 'wb') as f:
-                    for chunk in r.iter_content(1 << 16):
-                        f.write(chunk)
+            r = requests.get(url, timeout=30) # (a connection broken off is an error, not a shorter file)
+            r.raise_for_status()
+            with open(tmp, 'wb') as f:
+                f.write(r.content)
             os.replace(tmp, path) # a whole file or none: never a half-written input.txt
         except (requests.RequestException, OSError) as e:
             raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
@@ -572,8 +541,7 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, exclude=()):
     # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    # fused: one kernel for all parameters instead of several per tensor (CUDA; a CPU and MPS since torch 2.4: on a CPU
-    # the small model's optimizer step went from 8 ms to 2.5, the lecture's from 75 ms to 16)
+    # fused: one kernel for all parameters, not several per tensor (a CPU's step at the small size: 8 ms to 2.5)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
 
 
@@ -624,8 +592,7 @@ class Run:
                                  "with the text it was trained on, or start a run from its weights with --init_from=",
                                  status=1)
             model.load_state_dict(self.ckpt['model'])
-            # the moments from the file; the settings as this run has them (a --learning_rate or --weight_decay given
-            # now), which loading would replace by the saved ones
+            # the moments from the file, the settings (a --learning_rate given now) as this run has them
             settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
             try:
                 optimizer.load_state_dict(self.ckpt['optimizer'])
@@ -638,8 +605,6 @@ class Run:
                 self.scaler.load_state_dict(self.ckpt['scaler'])
         if self.init:
             self.notes.append(init_weights(model, self.init, chars, c.init_from))
-        if not isinstance(optimizer, torch.optim.AdamW):
-            self.notes.append(f"optimizer: {optimizer}")
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
         model = speed_up(model, c, self.scaler, self.notes)
@@ -647,8 +612,16 @@ class Run:
             from torch.nn.parallel import DistributedDataParallel as DDP
             model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None,
                         broadcast_buffers=False) # the only buffers are the constant causal masks
-        print(describe_config(c, 'resumed' if self.ckpt else self.which, self.notes, self.world_size, self.resumed_at,
-                              self.spent), flush=True)
+        # the first lines: which values run, and where they differ from the block at the top of gpt.py
+        n = self.world_size
+        head = (f"config {'resumed' if self.ckpt else self.which} on {c.device}{f' x {n} processes' if n > 1 else ''}: "
+                f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} batch_size="
+                f"{c.batch_size}{f' per rank, {c.batch_size * n} in all' if n > 1 else ''} max_iters={c.max_iters} "
+                f"learning_rate={c.learning_rate:g}" + (f" max_time={c.max_time:g}s" if c.max_time > 0 else ""))
+        if self.ckpt:
+            head += f", from step {self.steps} of {c.ckpt_path}" + (
+                f"; {self.spent:.1f} s of it spent before" if c.max_time > 0 else "")
+        print(head, *self.notes, sep='\n  ', flush=True)
         self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
         if c.bench: # bench_iters steps after two to warm up (allocator, kernels, compilation): see after_step
             self.resumed_at, self.last_iter = self.steps, math.inf # no evaluation where it starts, nor at the end
@@ -660,8 +633,9 @@ class Run:
         # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
         self.stop_requested = False
         self.old_handler = signal.signal(signal.SIGINT, self.request_stop)
-        self.progress = Progress(c, self.tokens_per_iter) if self.master else None
-        self.t0 = time.time()
+        self.t0 = self.shown = time.time()
+        self.speed_from = (self.t0, self.steps) # progress lines: the speed since then
+        self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between them (a log gets fewer)
         return model, self.steps
 
     def request_stop(self, signum, frame):
@@ -678,8 +652,7 @@ class Run:
                 self.best_val_loss = losses['val']
                 if iter > (self.resumed_at or 0):
                     self.save(iter)
-        if self.progress:
-            self.progress.restart(iter) # the evaluation's time does not count as training speed
+        self.speed_from = (time.time(), iter) # the evaluation's time does not count as training speed
 
     def before_update(self, iter):
         c = self.c
@@ -693,14 +666,14 @@ class Run:
         if self.scaler.is_enabled():
             self.scaler.update() # half the scale after an overflow, twice after 2000 steps without one
             if not torch.isfinite(norm): # an overflow: no gradient, no step (what scaler.step would skip)
-                for p in self.raw_model.parameters():
-                    p.grad = None
+                self.optimizer.zero_grad(set_to_none=True)
 
     def after_step(self, iter, loss):
         """The progress line; Ctrl-C saves and stops; True after the last step."""
         c = self.c
         if c.bench:
-            sync(c.device)
+            if c.device != 'cpu': # wait for the GPU: its steps done, not only queued
+                getattr(torch, c.device.split(':')[0]).synchronize()
             if iter == self.resumed_at + 1:
                 self.t0 = time.perf_counter()
             return iter == c.max_iters - 1
@@ -708,11 +681,18 @@ class Run:
         self.elapsed = self.spent + time.time() - self.t0
         stop = self.stop_requested
         if self.world_size > 1: # any rank's Ctrl-C, and rank 0's clock: every rank stops at the same step
-            stop, self.elapsed = agree(stop, self.elapsed if self.master else 0.0, c.device)
+            t = torch.tensor([float(stop), self.elapsed if self.master else 0.0], device=c.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            stop, self.elapsed = t[0].item() > 0, t[1].item()
         if c.max_time > 0 and self.elapsed >= c.max_time and self.last_iter > iter + 1:
             self.last_iter, self.stopped_by = iter + 1, 'max_time' # one more evaluation and step, as at max_iters
-        if self.progress:
-            self.progress.update(self.steps, loss, c.max_time - self.elapsed if c.max_time > 0 else None)
+        now = time.time()
+        if self.master and now - self.shown >= self.every and self.steps > self.speed_from[1]:
+            self.shown, its = now, (self.steps - self.speed_from[1]) / (now - self.speed_from[0])
+            left = min((c.max_iters - self.steps) / its, c.max_time - self.elapsed if c.max_time > 0 else math.inf)
+            print(f"step {self.steps}/{c.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
+                  f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | {int(left // 60)}m{int(left % 60):02d}s left",
+                  file=sys.stderr, flush=True)
         if stop:
             if self.master:
                 self.save(self.steps)
@@ -759,43 +739,18 @@ def whole_split_loss(model, data, block_size):
     return total / n
 
 
-class Progress:
-    """A line every so often between evaluations: the step, the loss, the speed and the time left."""
-
-    def __init__(self, c, tokens_per_iter):
-        self.max_iters, self.tokens_per_iter = c.max_iters, tokens_per_iter
-        self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # a log gets fewer
-        self.restart(0)
-
-    def restart(self, iter):
-        self.t0, self.iter0, self.last = time.time(), iter, time.time()
-
-    def update(self, iter, loss, budget_left):
-        now = time.time()
-        if now - self.last < self.every or iter == self.iter0:
-            return
-        self.last, its = now, (iter - self.iter0) / (now - self.t0)
-        left = (self.max_iters - iter) / its if budget_left is None else min((self.max_iters - iter) / its, budget_left)
-        print(f"step {iter}/{self.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
-              f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | {int(left // 60)}m{int(left % 60):02d}s left",
-              file=sys.stderr, flush=True)
-
-
 def plot_history(history):
     """A PNG of the loss curves beside the CSV, where matplotlib happens to be installed."""
     try:
         import matplotlib
-        matplotlib.use('Agg')
+        matplotlib.use('Agg') # a file, no window
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    import csv
-    with open(history) as f:
-        rows = list(csv.DictReader(f))
-    steps = [int(r['step']) for r in rows]
+    step, train, val = np.loadtxt(history, delimiter=',', skiprows=1, usecols=(0, 1, 2), ndmin=2).T
     plt.figure(figsize=(6, 4))
-    for split in ('train', 'val'):
-        plt.plot(steps, [float(r[f'{split}_loss']) for r in rows], label=split)
+    plt.plot(step, train, label='train')
+    plt.plot(step, val, label='val')
     plt.xlabel('step'); plt.ylabel('loss'); plt.legend(); plt.grid(alpha=0.3)
     plt.savefig(os.path.splitext(history)[0] + '.png', dpi=100, bbox_inches='tight')
     plt.close()
@@ -821,7 +776,7 @@ def speed_up(model, c, scaler, notes):
 def fingerprint(cls):
     """A hash of a class's code, its comments and layout left out: what tells an edited MultiHeadAttention."""
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
+        source = inspect.getsource(cls) # (a class at the top level: no indent to take away)
     except (OSError, TypeError): # no source to read: take it as edited
         return None
     skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
@@ -858,13 +813,6 @@ class Autocast(nn.Module):
         return logits, loss
 
 
-def sync(device):
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-    elif device == 'mps':
-        torch.mps.synchronize()
-
-
 # ------------
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
 
@@ -872,7 +820,6 @@ def setup_distributed(c):
     """(rank, world_size); joins the process group when torchrun's environment is present."""
     if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
         return 0, 1
-    import datetime
     import torch.distributed as dist
     # imported before the process group exists, not by DDP after it: its functions' defaults (group=group.WORLD) would
     # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
@@ -881,15 +828,13 @@ def setup_distributed(c):
     if c.device.startswith('cuda'):
         c.device = f'cuda:{local_rank}'
         torch.cuda.set_device(local_rank)
-    # a rank that dies or hangs makes the others fail after this long instead of waiting forever
-    dist.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo', timeout=datetime.timedelta(minutes=10))
+    dist.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo')
     return rank, world_size
 
 
 def teardown_distributed():
-    """Frees the process group while Python is fully alive, so that its threads are joined now: a gloo thread that
-    drops its last reference to a finished all-reduce after the interpreter began to shut down cannot take the GIL,
-    and the process aborts ('terminate called without an active exception'; torch 2.13, pytorch/pytorch#179291)."""
+    """Frees the process group while Python is fully alive: a gloo thread that lets go of an all-reduce after the
+    interpreter began to shut down cannot take the GIL, and the process aborts (torch 2.13, pytorch/pytorch#179291)."""
     if distributed():
         gc.collect() # the DDP wrapper and its reducer hold the process group: let them go first
         torch.distributed.destroy_process_group() # the last reference: its destructor joins the threads
@@ -897,13 +842,6 @@ def teardown_distributed():
 
 def distributed():
     return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def agree(flag, seconds, device):
-    """(any rank's flag, the largest of the seconds): rank 0 gives its clock, the others 0."""
-    t = torch.tensor([float(flag), seconds], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return t[0].item() > 0, t[1].item()
 
 
 # ------------
@@ -1023,10 +961,8 @@ RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dro
 
 def main(argv):
     if '-h' in argv or '--help' in argv:
-        print(usage())
-        return
+        return print(usage())
     cfg, given = parse_args(argv)
-    check_device(cfg['device'])
     if cfg['sample']:
         return sample_from_checkpoint(cfg, given)
     ckpt, init, which, notes = None, None, None, []

@@ -34,7 +34,9 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2):
     # lr_scale: gpt.py's schedule gives this group that multiple of AdamW's rate (Run.before_update)
     muon = Muon([{'params': hidden, 'lr_scale': MUON_LR_SCALE}], lr=MUON_LR_SCALE * learning_rate,
                 weight_decay=weight_decay, ns_dtype=torch.bfloat16 if on_gpu else torch.float32)
-    return Optimizers(adamw=adamw, muon=muon)
+    optimizers = Optimizers(adamw=adamw, muon=muon)
+    print(f"optimizer: {optimizers}") # before the run's first lines
+    return optimizers
 
 
 class Muon(torch.optim.Optimizer):
@@ -88,7 +90,7 @@ class Optimizers:
     def __init__(self, **optimizers):
         self.optimizers = optimizers
 
-    def __repr__(self): # the run's first lines say which optimizer trains
+    def __repr__(self): # what configure_optimizer prints
         return f"Muon at {MUON_LR_SCALE:g}x AdamW's rate for the blocks' matrices, AdamW for the rest"
 
     @property
