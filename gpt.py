@@ -314,9 +314,8 @@ def train(c, run):
 
 
 # ======================================================================================================================
-# PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below is what it leaves out, called from above in
-# single lines: the command line and its errors, the download, checkpoints, several processes, progress, the
-# benchmark and the speed-ups.
+# PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below, called from above in single lines, what it
+# leaves out: the command line and its errors, download, checkpoints, several processes, progress, benchmark, speed.
 # ======================================================================================================================
 import errno
 import gc
@@ -384,10 +383,8 @@ def parse_args(argv, defaults=HYPERPARAMETERS, script='gpt.py'):
             raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
         default = defaults[name]
         try:
-            if type(default) is bool: # --sample alone means --sample=True
-                cfg[name] = {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
-            else:
-                cfg[name] = type(default)(value)
+            cfg[name] = {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true'] \
+                if type(default) is bool else type(default)(value) # --sample alone means --sample=True
         except (KeyError, ValueError):
             raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
         given.add(name)
@@ -398,8 +395,7 @@ def usage():
     """--help: the commands of the docstring, then every hyperparameter with its default and its comment above."""
     comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
     lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
-    for name, default in HYPERPARAMETERS.items():
-        lines.append(f"  {f'--{name}={default}':<26} {comments.get(name, '')}".rstrip())
+    lines += [f"  {f'--{name}={v}':<26} {comments.get(name, '')}".rstrip() for name, v in HYPERPARAMETERS.items()]
     lines += ['', 'elsewhere than CUDA, the small configuration replaces the values still as the lecture has them:',
               '  ' + ' '.join(f'{k}={v}' for k, v in small.items()) + '  (--config=lecture keeps them)']
     return '\n'.join(lines)
