@@ -91,7 +91,7 @@ def test_the_loss_counts_the_answer_and_its_end_mark_only():
     c = config(n_digits=2)
     torch.manual_seed(0)
     batches = calc.get_batch(c, 64)
-    assert sorted(x.size(1) + 1 for x, _ in batches) == sorted(len(calc.problem_text(1, o, 1, c)) for o in '+-*/')
+    assert sorted(x.size(1) + 1 for x, _ in batches) == sorted({len(calc.problem_text(1, o, 1, c)) for o in "+-*/"})
     P = calc.prompt_len(c) # '12+34=': targets 0..P-2 are the prompt's characters
     for x, y in batches:
         for row, target in zip(x.tolist(), y.tolist()):
