@@ -111,17 +111,17 @@ def is_held_out(a, op, b, c):
     return (h >> 16) % 100 < c.held_out
 
 
-def random_problems(c, n, generator=None, shorter=False):
-    """n problems drawn at random: tensors a, op (an index into OPS), b. For training (shorter), half of the numbers
-    are cut to a number of digits drawn first, so that small ones come up as often as large ones (b < 100, a tenth of
-    3-digit problems, makes a/b's longest divisions: drawn uniformly, the model got 85% of those right, 99.6% of the
-    rest), and + - * / are drawn 1:1:2:3, more of what is learned last."""
+def random_problems(c, n, generator=None, training=False):
+    """n problems drawn at random: tensors a, op (an index into OPS), b. For training, half of the numbers are cut to
+    a number of digits drawn first, so that small ones come up as often as large ones (b < 100, a tenth of 3-digit
+    problems, makes a/b's longest divisions: drawn uniformly, the model got 85% of those right, 99.6% of the rest),
+    and + - * / are drawn 1:1:2:3, more of what is learned last."""
     a = torch.randint(10**c.n_digits, (n,), generator=generator)
     b = torch.randint(10**c.n_digits, (n,), generator=generator)
-    if shorter:
+    if training:
         a, b = (torch.where(torch.rand(n) < 0.5, x, x % 10**torch.randint(1, c.n_digits + 1, (n,))) for x in (a, b))
     ops = torch.tensor([OPS.index(o) for o in c.ops])
-    weights = torch.tensor([1.0, 1.0, 2.0, 3.0])[ops] if shorter else None # training: more of the longer problems
+    weights = torch.tensor([1.0, 1.0, 2.0, 3.0])[ops] if training else None # more of the longer problems
     op = ops[torch.randint(len(ops), (n,), generator=generator) if weights is None else
              torch.multinomial(weights, n, replacement=True, generator=generator)]
     return a, op, torch.where((op == OPS.index('/')) & (b == 0), 1, b) # no division by 0 (b = 1 twice as often)
@@ -148,7 +148,7 @@ def get_batch(c, batch_size):
     """Inputs and targets for one step, one pair per length of problem (a+b and a-b, a*b, a/b: padding a+b to a/b's
     length would double the step's work): new problems every time, none of them held out."""
     while True: # twice as many as needed, less the held-out ones: enough, nearly always
-        a, op, b = random_problems(c, 2 * batch_size, shorter=True)
+        a, op, b = random_problems(c, 2 * batch_size, training=True)
         keep = ~is_held_out(a, op, b, c)
         if keep.sum() >= batch_size:
             break
