@@ -93,8 +93,7 @@ def problem_text(a, op, b, c):
             r -= q * b
             steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards(r, n)}")
         thought = ','.join(steps) + '='
-    width = n + 1 if op in '+-' else 2 * n
-    return f"{a:0{n}d}{op}{b:0{n}d}=" + thought + backwards(answer_of(a, op, b, n), width) + '$'
+    return f"{a:0{n}d}{op}{b:0{n}d}=" + thought + backwards(answer_of(a, op, b, n), n_digits_of_c(op, c)) + '$'
 
 
 def prompt_len(c):
@@ -263,7 +262,7 @@ def train(c):
                   + (f" | {c.max_time - (shown - t0):.0f} s left" if c.max_time > 0 else ''), file=sys.stderr)
         if c.max_time > 0 and time.time() - t0 >= c.max_time:
             break
-    gpt.save_atomically(c.ckpt_path, {'model': model.state_dict(), 'config': vars(c), 'vocab': VOCAB})
+    gpt.save_atomically(c.ckpt_path, {'model': model.state_dict(), 'config': vars(c)})
     print(f"trained in {time.time() - t0:.1f} s, {it + 1} steps, last loss {loss.item():.4f}; saved {c.ckpt_path}")
     for o in c.ops:
         exact, digits = evaluate(model, problems[o], o, c)
