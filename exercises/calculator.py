@@ -15,12 +15,17 @@ carry). a/b answers the quotient and the remainder, n_digits each. With n_digits
     57+68=125        57+68=521$
     57-68=-11        57-68=11-$                       (|c| ones first, then its sign)
     57*68=3876       57*68=654+243=6783$              (57*8=456 and 57*6=342 first, then 456+3420)
-    57/8=7 r 1       57/08=0:000:50,7:650:10=1070$    (long division, below; then 07 and 01, ones first)
+    57/8=7 r 1       57/08=0:000:50,7:650:1000=1070$  (long division, below; then 07 and 01, ones first)
 
 The chain of thought (--cot) writes out what the answer's digits need: for a*b, a times each digit of b (the partial
 products); for a/b, long division: for each digit of a, most significant first, bring it down beside the remainder,
 then the quotient's digit q, q*b and what remains (57/8: 5 is 0 eights, 0, 5 remains; 57 is 7 eights, 56, 1 remains).
 Without it (--cot=False) a*b and a/b write c at once, like a+b.
+
+The last digit of the quotient is a guess that what remains checks, as we check by hand: written with its sign, below
+0 means one less, b or more one more, and c says so (57/08=0:000:50,8:460:700-=1070$: 8 eights is 64, 7 too many, so
+7 r 1). The model's misses were that digit, one off where a is within a few of a multiple of b; so in training a share
+of divisions (--slips) write it one off, to be checked, and the loss asks for the right digit there all the same.
 """
 import os
 import re
@@ -39,6 +44,7 @@ from gpt import GPTLanguageModel, UsageError
 n_digits = 3 # a and b have up to this many digits
 ops = '+-*/' # the operations to learn, one drawn at random per problem (/: quotient and remainder)
 cot = True # write out the partial products of a*b and the long division of a/b before c
+slips = 0.3 # share of training divisions whose quotient's last digit is written one off, for the check to mend
 held_out = 25 # percent of the problems, chosen by a hash of (a, op, b), never trained on
 eval_problems = 2000 # held-out problems of each operation to test on (all of them, if there are fewer)
 # the model: 105,042 parameters
@@ -79,19 +85,24 @@ def answer_of(a, op, b, n):
     return a + b if op == '+' else a - b if op == '-' else a * b if op == '*' else a // b * 10**n + a % b
 
 
-def problem_text(a, op, b, c):
-    """'057+068=5210$': the whole problem as the model reads it (see the top of this file)."""
+def problem_text(a, op, b, c, slip=0):
+    """'057+068=5210$': the whole problem as the model reads it (see the top of this file); slip: the quotient's last
+    digit written that much off (-1 or 1), to be checked."""
     n = c.n_digits
     thought = ''
     if c.cot and op == '*': # a times each digit of b, ones first
         thought = '+'.join(backwards(a * int(d), n + 1) for d in reversed(f"{b:0{n}d}")) + '='
     elif c.cot and op == '/': # long division: for each digit of a, the quotient's digit q, q*b, and what remains
         steps, r = [], 0
-        for d in f"{a:0{n}d}":
+        for i, d in enumerate(f"{a:0{n}d}"):
             r = 10 * r + int(d)
             q = r // b
-            r -= q * b
-            steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards(r, n)}")
+            if i < n - 1:
+                r -= q * b
+                steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards(r, n)}")
+            else: # the guess, q*b, and what remains with its sign, -b < r - q*b < 2b (the guess a digit: 0 to 9)
+                q += slip if 0 <= q + slip <= 9 else -slip
+                steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards(r - q * b, n + 2)}")
         thought = ','.join(steps) + '='
     return f"{a:0{n}d}{op}{b:0{n}d}=" + thought + backwards(answer_of(a, op, b, n), n_digits_of_c(op, c)) + '$'
 
@@ -126,10 +137,11 @@ def random_problems(c, n, generator=None, training=False):
     return a, op, torch.where((op == OPS.index('/')) & (b == 0), 1, b) # no division by 0 (b = 1 twice as often)
 
 
-def encode_problems(a, op, b, c):
+def encode_problems(a, op, b, c, slip=None):
     """Tokens, each problem padded with end marks to the longest of them."""
     length = max(len(problem_text(1, OPS[o], 1, c)) for o in set(op.tolist()))
-    texts = [problem_text(x, OPS[o], y, c) for x, o, y in zip(a.tolist(), op.tolist(), b.tolist())]
+    slip = [0] * len(a) if slip is None else slip.tolist()
+    texts = [problem_text(x, OPS[o], y, c, s) for x, o, y, s in zip(a.tolist(), op.tolist(), b.tolist(), slip)]
     return torch.tensor([encode(t.ljust(length, '$')) for t in texts])
 
 
@@ -145,16 +157,26 @@ def inputs_and_targets(data, c):
 
 def get_batch(c, batch_size):
     """Inputs and targets for one step, one pair per length of problem (a+b and a-b, a*b, a/b: padding a+b to a/b's
-    length would double the step's work): new problems every time, none of them held out."""
+    length would double the step's work): new problems every time, none of them held out; c.slips of the divisions
+    with a slip, whose target is the right digit all the same."""
     while True: # twice as many as needed, less the held-out ones: enough, nearly always
         a, op, b = random_problems(c, 2 * batch_size, training=True)
         keep = ~is_held_out(a, op, b, c)
         if keep.sum() >= batch_size:
             break
     a, op, b = a[keep][:batch_size], op[keep][:batch_size], b[keep][:batch_size]
+    slip = (torch.rand(batch_size) < c.slips) * (op == OPS.index('/')) * (2 * torch.randint(2, (batch_size,)) - 1)
+    guess_at = prompt_len(c) + (c.n_digits - 1) * (2 * c.n_digits + 5) # after n-1 steps 'q:q*b:r,'
     length = torch.tensor([len(problem_text(1, o, 1, c)) for o in OPS])[op]
-    return [inputs_and_targets(encode_problems(a[length == n], op[length == n], b[length == n], c), c)
-            for n in length.unique()]
+    batches = []
+    for n in length.unique():
+        m = length == n
+        x, y = inputs_and_targets(encode_problems(a[m], op[m], b[m], c, slip[m]), c)
+        d = op[m] == OPS.index('/')
+        if c.cot and d.any(): # a/b's target at the guess: the right last digit, slip or not
+            y[d, guess_at - 1] = VOCAB.index('0') + (a[m][d] // b[m][d]) % 10
+        batches.append((x, y))
+    return batches
 
 
 def loss_of(model, batches):
@@ -209,7 +231,8 @@ def greedy(model, idx, n):
 @torch.no_grad()
 def teacher_forced(model, problems, c):
     """The share of problems whose every character the model predicts right from the true characters before it: what
-    greedy answers exactly right (each of its choices is then the true one), in one forward instead of one per step."""
+    greedy writes exactly right, trace included (each of its choices is then the true one), in one forward instead of
+    one per step; greedy's answers c can be right more often (a guess the check mended)."""
     x, y = inputs_and_targets(encode_problems(*problems, c), c)
     model.eval()
     right = (model(x)[0].argmax(-1) == y) | (y == -1)
@@ -219,14 +242,15 @@ def teacher_forced(model, problems, c):
 
 @torch.no_grad()
 def evaluate(model, problems, op, c):
-    """(share answered exactly right, greedy, the end mark included; share right at each character of c, ones first)."""
+    """(share whose c is exactly right, greedy, the end mark included; share right at each character of c, ones first).
+    Only c counts: a trace with a wrong guess that the check mended has the right answer."""
     data = encode_problems(*problems, c)[:, :len(problem_text(1, op, 1, c))].to(c.device)
     model.eval()
     out = greedy(model, data[:, :prompt_len(c)], data.size(1) - prompt_len(c))
     model.train()
-    right = out[:, prompt_len(c):] == data[:, prompt_len(c):]
     width = n_digits_of_c(op, c)
-    return right.all(1).float().mean().item(), right[:, -width - 1:-1].float().mean(0).tolist()
+    right = out[:, -width - 1:] == data[:, -width - 1:]
+    return right.all(1).float().mean().item(), right[:, :-1].float().mean(0).tolist()
 
 
 def n_digits_of_c(op, c):
@@ -351,6 +375,8 @@ def main(argv):
         raise UsageError(f"--ops={cfg['ops']!r} must be some of {OPS!r}, each once")
     if not 1 <= cfg['held_out'] <= 50:
         raise UsageError(f"--held_out={cfg['held_out']} must be a percentage from 1 to 50")
+    if not 0 <= cfg['slips'] < 1:
+        raise UsageError(f"--slips={cfg['slips']} must be in [0, 1)")
     if cfg['eval_problems'] <= 0:
         raise UsageError(f"--eval_problems={cfg['eval_problems']} must be positive")
     c = SimpleNamespace(**cfg)

@@ -21,18 +21,21 @@ def config(**given):
 
 def test_each_operation_is_written_as_the_docstring_shows():
     two = config(n_digits=2)
-    for line in ['57+68=521$', '57-68=11-$', '57*68=654+243=6783$', '57/08=0:000:50,7:650:10=1070$']:
-        assert line in calc.__doc__ # the docstring shows these four, and they are what the model reads
+    for line in ['57+68=521$', '57-68=11-$', '57*68=654+243=6783$', '57/08=0:000:50,7:650:1000=1070$',
+                 '57/08=0:000:50,8:460:700-=1070$']:
+        assert line in calc.__doc__ # the docstring shows these, and they are what the model reads
     assert calc.problem_text(57, '+', 68, two) == '57+68=521$' # 125, ones first
     assert calc.problem_text(57, '-', 68, two) == '57-68=11-$' # -11: |c| ones first, then the sign
     assert calc.problem_text(68, '-', 57, two) == '68-57=110$'
     assert calc.problem_text(57, '*', 68, two) == '57*68=654+243=6783$' # 456 and 342, then 3876
-    assert calc.problem_text(57, '/', 8, two) == '57/08=0:000:50,7:650:10=1070$' # 7 r 1: 07 and 01, ones first
+    assert calc.problem_text(57, '/', 8, two) == '57/08=0:000:50,7:650:1000=1070$' # 7 r 1: 07 and 01, ones first
+    # a slip: 8 eights is 64, 7 too many (-7, its sign last); c is 7 r 1 all the same
+    assert calc.problem_text(57, '/', 8, two, slip=1) == '57/08=0:000:50,8:460:700-=1070$'
     assert calc.problem_text(5, '+', 7, two) == '05+07=210$' # zero-padded
     # 3 digits: 999*7 = 6993 + 0 + 0; 999/7: 9 is 1 seven, 2 left; 29 is 4, 1 left; 19 is 2, 5 left: 142 r 5
     three = config()
     assert calc.problem_text(999, '*', 7, three) == '999*007=3996+0000+0000=399600$'
-    assert calc.problem_text(999, '/', 7, three) == '999/007=1:7000:200,4:8200:100,2:4100:500=500241$'
+    assert calc.problem_text(999, '/', 7, three) == '999/007=1:7000:200,4:8200:100,2:4100:50000=500241$'
     # without the chain of thought, c at once
     assert calc.problem_text(57, '*', 68, config(n_digits=2, cot=False)) == '57*68=6783$'
     assert calc.problem_text(57, '/', 8, config(n_digits=2, cot=False)) == '57/08=1070$'
@@ -40,7 +43,8 @@ def test_each_operation_is_written_as_the_docstring_shows():
 
 def test_every_trace_adds_up():
     # what each step writes is what the answer needs: the partial products sum to a*b, and each step of the long
-    # division leaves r = 10 * (the remainder before) + a's next digit - q*b, with 0 <= r < b
+    # division leaves r = 10 * (the remainder before) + a's next digit - q*b, with 0 <= r < b; at the last step, a
+    # guess one off (a slip) leaves r below 0 or b or more, which tells the right digit, and c is right all the same
     c = config()
     g = torch.Generator().manual_seed(0)
     for a, b in torch.randint(1000, (300, 2), generator=g).tolist():
@@ -49,13 +53,16 @@ def test_every_trace_adds_up():
         assert sum(p * 10**i for i, p in enumerate(partials)) == a * b
         if b == 0:
             continue
-        steps = calc.problem_text(a, '/', b, c)[8:].split('=')[0].split(',')
-        r, q = 0, 0
-        for digit, step in zip(f'{a:03d}', steps):
-            qi, product, left = step.split(':')
-            assert int(product[::-1]) == int(qi) * b and int(left[::-1]) == 10 * r + int(digit) - int(qi) * b < b
-            r, q = int(left[::-1]), 10 * q + int(qi)
-        assert (q, r) == divmod(a, b)
+        for slip in (0, 1, -1):
+            thought, answer = calc.problem_text(a, '/', b, c, slip)[8:-1].split('=')
+            r, q = 0, 0
+            for i, (digit, step) in enumerate(zip(f'{a:03d}', thought.split(','))):
+                qi, product, left = step.split(':')
+                assert int(product[::-1]) == int(qi) * b and int(left[::-1]) == 10 * r + int(digit) - int(qi) * b
+                r, q = int(left[::-1]), 10 * q + int(qi)
+                assert (0 <= r < b) == (i < 2 or slip == 0) # a slip, and only a slip, leaves r out of [0, b)
+            check = (r >= b) - (r < 0) # one more, one less, or the guess was right
+            assert (q + check, r - check * b) == divmod(a, b) == (int(answer[:2:-1]), int(answer[2::-1]))
 
 
 @pytest.mark.parametrize('n_digits, ops', [(1, '+'), (2, '+-*/')])
@@ -88,16 +95,26 @@ def test_held_out_problems_never_reach_a_training_batch(n_digits, ops):
 
 
 def test_the_loss_counts_the_answer_and_its_end_mark_only():
+    # and at a slip, the guess in the input, the right digit in the target; c.slips of the divisions have one
     c = config(n_digits=2)
     torch.manual_seed(0)
-    batches = calc.get_batch(c, 64)
+    batches = calc.get_batch(c, 256)
     assert sorted(x.size(1) + 1 for x, _ in batches) == sorted({len(calc.problem_text(1, o, 1, c)) for o in "+-*/"})
     P = calc.prompt_len(c) # '12+34=': targets 0..P-2 are the prompt's characters
+    divisions = slips = 0
     for x, y in batches:
         for row, target in zip(x.tolist(), y.tolist()):
             text = calc.decode(row) + calc.decode([target[-1]])
-            counted = [t for t in target if t >= 0]
-            assert target[:P - 1] == [-1] * (P - 1) and calc.decode(counted) == text[P:] # the answer, then '$'
+            counted = calc.decode([t for t in target if t >= 0])
+            a, op, b = re.match(r'(\d+)([-+*/])(\d+)=', text).groups()
+            right = calc.problem_text(int(a), op, int(b), c)
+            if text != right:
+                assert op == '/' and text in [calc.problem_text(int(a), op, int(b), c, s) for s in (-1, 1)]
+            g = text.rfind(',') + 1 # a/b's last step, its digit first
+            assert target[:P - 1] == [-1] * (P - 1) # the answer, then '$':
+            assert counted == (text[P:g] + right[g] + text[g + 1:] if op == '/' else text[P:])
+            divisions, slips = divisions + (op == '/'), slips + (text != right)
+    assert 0.2 < slips / divisions < 0.4 # c.slips = 0.3
     model = calc.build_model(c)
     loss = calc.loss_of(model, batches)
     logits = [model(x)[0] for x, _ in batches]
@@ -229,6 +246,7 @@ def test_a_bad_value_exits_2_with_one_line(arg, words, tmp_path):
     (['--n_embd=30', '--n_head=4'], '--n_embd=30 must be divisible by --n_head=4'),
     (['--cot=maybe'], "bad value 'maybe' for --cot: expected bool"),
     (['--beta2=1'], '--beta2=1.0 must be in [0, 1)'),
+    (['--slips=1'], '--slips=1.0 must be in [0, 1)'),
     (['--weight_decay=-0.1'], '--weight_decay=-0.1 must be 0 or more'),
     (['--device=tpu'], "--device='tpu' must be 'cuda', 'mps' or 'cpu'"),
 ])
