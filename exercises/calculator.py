@@ -166,7 +166,7 @@ def get_batch(c, batch_size):
             break
     a, op, b = a[keep][:batch_size], op[keep][:batch_size], b[keep][:batch_size]
     slip = (torch.rand(batch_size) < c.slips) * (op == OPS.index('/')) * (2 * torch.randint(2, (batch_size,)) - 1)
-    guess_at = prompt_len(c) + (c.n_digits - 1) * (2 * c.n_digits + 5) # after n-1 steps 'q:q*b:r,'
+    guess_at = problem_text(0, '/', 1, c).rfind(',') + 1 or prompt_len(c) # a/b's last step, its digit first
     length = torch.tensor([len(problem_text(1, o, 1, c)) for o in OPS])[op]
     batches = []
     for n in length.unique():
