@@ -10,10 +10,13 @@ thought where one is needed, and is tested on problems it never saw.
 
 A problem is one line: a and b zero-padded to n_digits, then the answer, then the end mark '$'. Every number is
 written ones first, the order in which we work by hand: each digit then needs only what is written before it (the
-carry). a/b answers the quotient and the remainder, n_digits each. With n_digits=2:
+carry, or the borrow). So a number below 0 is written as an odometer shows it, run back from 0: -1 is 999 and -13
+is 987 (with n_digits=2; a top digit 9: below 0). Written with a sign, its ones would hang on which of a and b is
+larger: 51-44=7 and 41-54=-13 both start from 1-4, yet end in 7 and 3; the model's misses were there. a/b answers
+the quotient and the remainder, n_digits each. With n_digits=2:
 
     57+68=125        57+68=521$
-    57-68=-11        57-68=11-$                       (|c| ones first, then its sign)
+    57-68=-11        57-68=989$                       (1000-11, ones first)
     57*68=3876       57*68=654+243=6783$              (57*8=456 and 57*6=342 first, then 456+3420)
     57/8=7 r 1       57/08=0:000:50,7:650:1000=1070$  (long division, below; then 07 and 01, ones first)
 
@@ -22,10 +25,10 @@ products); for a/b, long division: for each digit of a, most significant first, 
 then the quotient's digit q, q*b and what remains (57/8: 5 is 0 eights, 0, 5 remains; 57 is 7 eights, 56, 1 remains).
 Without it (--cot=False) a*b and a/b write c at once, like a+b.
 
-The last digit of the quotient is a guess that what remains checks, as we check by hand: written with its sign, below
-0 means one less, b or more one more, and c says so (57/08=0:000:50,8:460:700-=1070$: 8 eights is 64, 7 too many, so
-7 r 1). The model's misses were that digit, one off where a is within a few of a multiple of b; so in training a share
-of divisions (--slips) write it one off, to be checked, and the loss asks for the right digit there all the same.
+The last digit of the quotient is a guess that what remains checks, as we check by hand: below 0 means one less, b
+or more one more, and c says so (57/08=0:000:50,8:460:3999=1070$: 8 eights is 64, 9993 is -7, so 7 r 1). The model's
+misses were that digit, one off where a is within a few of a multiple of b; so in training a share of divisions
+(--slips) write it one off, to be checked, and the loss asks for the right digit there all the same.
 """
 import os
 import re
@@ -77,12 +80,14 @@ encode, decode = gpt.tokenizer(VOCAB)
 # the problems
 
 def backwards(n, width):
-    return f"{n:0{width}d}"[::-1] # ones first, zero-padded; a '-' last if negative
+    return f"{n:0{width}d}"[::-1] # ones first, zero-padded
 
 
 def answer_of(a, op, b, n):
-    """c as one number: a/b is the quotient's digits then the remainder's, n digits each (57/8, n=2: 701)."""
-    return a + b if op == '+' else a - b if op == '-' else a * b if op == '*' else a // b * 10**n + a % b
+    """c as one number: a-b below 0 as an odometer shows it (-11, n=2: 989); a/b the quotient's digits then the
+    remainder's, n digits each (57/8, n=2: 701)."""
+    return (a + b if op == '+' else (a - b) % 10**(n + 1) if op == '-' else a * b if op == '*' else
+            a // b * 10**n + a % b)
 
 
 def problem_text(a, op, b, c, slip=0):
@@ -100,9 +105,9 @@ def problem_text(a, op, b, c, slip=0):
             if i < n - 1:
                 r -= q * b
                 steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards(r, n)}")
-            else: # the guess, q*b, and what remains with its sign, -b < r - q*b < 2b (the guess a digit: 0 to 9)
+            else: # the guess, q*b, and what remains, -b <= r - q*b < 2b (the guess a digit: 0 to 9), as an odometer
                 q += slip if 0 <= q + slip <= 9 else -slip
-                steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards(r - q * b, n + 2)}")
+                steps.append(f"{q}:{backwards(q * b, n + 1)}:{backwards((r - q * b) % 10**(n + 2), n + 2)}")
         thought = ','.join(steps) + '='
     return f"{a:0{n}d}{op}{b:0{n}d}=" + thought + backwards(answer_of(a, op, b, n), n_digits_of_c(op, c)) + '$'
 
@@ -335,12 +340,14 @@ def answer(model, t, problem):
 
 
 def as_we_write(wrote, op, t):
-    """The answer at the end of what the model wrote (after the last '='), as we write it: 7 r 1 for 57/8; '?' if it
-    is not a number of the right width."""
+    """The answer at the end of what the model wrote (after the last '='), as we write it: 7 r 1 for 57/8, -11 for
+    57-68 (989); '?' if it is not a number of the right width."""
     c = wrote.rpartition('=')[2][::-1]
-    if len(c) != n_digits_of_c(op, t) or not re.fullmatch(r'-?\d+', c):
+    if len(c) != n_digits_of_c(op, t) or not c.isdigit():
         return '?'
-    return f"{int(c[:t.n_digits])} r {int(c[t.n_digits:])}" if op == '/' else str(int(c))
+    if op == '/':
+        return f"{int(c[:t.n_digits])} r {int(c[t.n_digits:])}"
+    return str(int(c) - 10**(t.n_digits + 1) if op == '-' and c[0] == '9' else int(c)) # 9...: below 0
 
 
 def take_problems(c, interactive):

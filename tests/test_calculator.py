@@ -21,16 +21,19 @@ def config(**given):
 
 def test_each_operation_is_written_as_the_docstring_shows():
     two = config(n_digits=2)
-    for line in ['57+68=521$', '57-68=11-$', '57*68=654+243=6783$', '57/08=0:000:50,7:650:1000=1070$',
-                 '57/08=0:000:50,8:460:700-=1070$']:
+    for line in ['57+68=521$', '57-68=989$', '57*68=654+243=6783$', '57/08=0:000:50,7:650:1000=1070$',
+                 '57/08=0:000:50,8:460:3999=1070$']:
         assert line in calc.__doc__ # the docstring shows these, and they are what the model reads
     assert calc.problem_text(57, '+', 68, two) == '57+68=521$' # 125, ones first
-    assert calc.problem_text(57, '-', 68, two) == '57-68=11-$' # -11: |c| ones first, then the sign
+    assert calc.problem_text(57, '-', 68, two) == '57-68=989$' # -11: 1000-11, as an odometer shows it
     assert calc.problem_text(68, '-', 57, two) == '68-57=110$'
+    # 51-44 and 41-54 start alike from 1-4 (7, borrow 1), whatever their signs; --ask reads -13 back
+    assert calc.problem_text(51, '-', 44, two) == '51-44=700$' and calc.problem_text(41, '-', 54, two) == '41-54=789$'
+    assert [calc.as_we_write(c, '-', two) for c in ('700', '789', '989', '109')] == ['7', '-13', '-11', '-99']
     assert calc.problem_text(57, '*', 68, two) == '57*68=654+243=6783$' # 456 and 342, then 3876
     assert calc.problem_text(57, '/', 8, two) == '57/08=0:000:50,7:650:1000=1070$' # 7 r 1: 07 and 01, ones first
-    # a slip: 8 eights is 64, 7 too many (-7, its sign last); c is 7 r 1 all the same
-    assert calc.problem_text(57, '/', 8, two, slip=1) == '57/08=0:000:50,8:460:700-=1070$'
+    # a slip: 8 eights is 64, 7 too many (-7: 10000-7); c is 7 r 1 all the same
+    assert calc.problem_text(57, '/', 8, two, slip=1) == '57/08=0:000:50,8:460:3999=1070$'
     assert calc.problem_text(5, '+', 7, two) == '05+07=210$' # zero-padded
     # 3 digits: 999*7 = 6993 + 0 + 0; 999/7: 9 is 1 seven, 2 left; 29 is 4, 1 left; 19 is 2, 5 left: 142 r 5
     three = config()
@@ -58,8 +61,10 @@ def test_every_trace_adds_up():
             r, q = 0, 0
             for i, (digit, step) in enumerate(zip(f'{a:03d}', thought.split(','))):
                 qi, product, left = step.split(':')
-                assert int(product[::-1]) == int(qi) * b and int(left[::-1]) == 10 * r + int(digit) - int(qi) * b
-                r, q = int(left[::-1]), 10 * q + int(qi)
+                remains = 10 * r + int(digit) - int(qi) * b
+                assert int(product[::-1]) == int(qi) * b and int(left[::-1]) == remains % 10**len(left)
+                r, q = int(left[::-1]) - (i == 2 and left[-1] == '9') * 10**len(left), 10 * q + int(qi) # 9: below 0
+                assert r == remains
                 assert (0 <= r < b) == (i < 2 or slip == 0) # a slip, and only a slip, leaves r out of [0, b)
             check = (r >= b) - (r < 0) # one more, one less, or the guess was right
             assert (q + check, r - check * b) == divmod(a, b) == (int(answer[:2:-1]), int(answer[2::-1]))
