@@ -197,12 +197,18 @@ def parse_args(argv):
             raise UsageError(f"--{name}={cfg[name]} must be positive")
     if cfg['max_new_tokens'] < 0:
         raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
-    if cfg['device'].split(':')[0] not in ('cuda', 'mps', 'cpu'):
-        raise UsageError(f"--device={cfg['device']!r} must be 'cuda', 'mps' or 'cpu'")
-    if cfg['device'].startswith('cuda') and not torch.cuda.is_available() or \
-            cfg['device'] == 'mps' and not torch.backends.mps.is_available():
-        raise UsageError(f"--device={cfg['device']} is not available on this machine; use --device=cpu")
+    check_device(cfg['device'])
     return cfg
+
+
+def check_device(device):
+    kind, colon, index = device.partition(':')
+    if kind not in ('cuda', 'mps', 'cpu') or colon and not index.isdigit():
+        raise UsageError(f"--device={device!r} must be 'cuda', 'cuda:N', 'mps' or 'cpu'")
+    have = torch.cuda.device_count() if kind == 'cuda' else kind == 'cpu' or torch.backends.mps.is_available()
+    if int(index or 0) >= have:
+        raise UsageError(f"--device={device} is not on this machine" + (
+            f" (its GPUs: cuda:0 to cuda:{have - 1})" if kind == 'cuda' and have else "") + "; use --device=cpu")
 
 
 def usage():

@@ -421,13 +421,19 @@ def check_config(cfg):
             raise UsageError(f"--{name}={cfg[name]!r} must be {', '.join(quoted[:-1])} or {quoted[-1]}")
     if cfg['n_embd'] % cfg['n_head']:
         raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
-    device = cfg['device']
-    if device.split(':')[0] not in ('cuda', 'mps', 'cpu'):
-        raise UsageError(f"--device={device!r} must be 'cuda', 'mps' or 'cpu'")
-    if device.startswith('cuda') and not torch.cuda.is_available() or device == 'mps' and not torch.backends.mps.is_available():
-        raise UsageError(f"--device={device} is not available on this machine; use --device=cpu")
+    check_device(cfg['device'])
     if not os.path.isdir(os.path.dirname(os.path.abspath(cfg['ckpt_path']))):
         raise UsageError(f"--ckpt_path={cfg['ckpt_path']}: no such folder; make it first")
+
+
+def check_device(device):
+    kind, colon, index = device.partition(':')
+    if kind not in ('cuda', 'mps', 'cpu') or colon and not index.isdigit():
+        raise UsageError(f"--device={device!r} must be 'cuda', 'cuda:N', 'mps' or 'cpu'")
+    have = torch.cuda.device_count() if kind == 'cuda' else kind == 'cpu' or torch.backends.mps.is_available()
+    if int(index or 0) >= have:
+        raise UsageError(f"--device={device} is not on this machine" + (
+            f" (its GPUs: cuda:0 to cuda:{have - 1})" if kind == 'cuda' and have else "") + "; use --device=cpu")
 
 
 def choose_config(cfg, given):
@@ -461,20 +467,27 @@ def choose_dtype(cfg):
     name, device = cfg['dtype'], cfg['device']
     why = 'as given'
     if device.startswith('cuda'):
-        major, minor = torch.cuda.get_device_capability(device)
-        capability, native = f'{major}.{minor}', major >= 8
+        capability, native = '.'.join(map(str, torch.cuda.get_device_capability(device))), gpu_has_bf16(device)
         if name == 'bfloat16' and not native:
             raise UsageError(f"--dtype=bfloat16: this GPU (compute capability {capability}) only emulates bf16, "
                              "several times slower; use --dtype=float16 (or auto)")
         if name == 'auto':
             name = 'bfloat16' if native else 'float16'
             why = f"auto: compute capability {capability} {'has' if native else 'lacks'} bf16 tensor cores"
+    elif device.startswith('mps') and name in ('float16', 'bfloat16'): # autocast fails there on some torch versions
+        raise UsageError(f"--dtype={name} on MPS: autocast there fails on some torch versions; use --dtype=float32")
     elif name == 'auto':
         flag = device == 'cpu' and cfg['n_embd'] >= 192 and cpu_bf16()
         name, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
             ('float32', f'auto on {device}')
     cfg['dtype'] = name
     return f"dtype={name} ({why})" + (", with a GradScaler" if name == 'float16' else "")
+
+
+def gpu_has_bf16(device):
+    """Compute capability 8.0 or more (A100, RTX 30xx and newer): bf16 tensor cores. torch.cuda.is_bf16_supported() says
+    True on a T4 or V100 too, which only emulate it, several times slower."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def cpu_bf16():
@@ -669,7 +682,7 @@ class Run:
         c = self.c
         if c.bench:
             if c.device != 'cpu': # wait for the GPU: its steps done, not only queued
-                getattr(torch, c.device.split(':')[0]).synchronize()
+                torch.cuda.synchronize(c.device) if c.device.startswith('cuda') else torch.mps.synchronize()
             if iter == self.resumed_at + 1:
                 self.t0 = time.perf_counter()
             return iter == c.max_iters - 1
@@ -705,6 +718,7 @@ class Run:
             print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
             return
         signal.signal(signal.SIGINT, self.old_handler)
+        slow_down(self.raw_model) # what follows runs part one's code in float32, as --sample does
         if self.master:
             self.save(self.steps)
             print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
@@ -769,6 +783,14 @@ def speed_up(model, c, scaler, notes):
     return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
 
 
+def slow_down(model):
+    """speed_up undone: part one's attention, matmuls in full float32 (not TF32)."""
+    torch.set_float32_matmul_precision('highest')
+    for module in model.modules():
+        if type(module) is FusedAttention:
+            module.__class__ = MultiHeadAttention
+
+
 def fingerprint(cls):
     """A hash of a class's code, its comments and layout left out: what tells an edited MultiHeadAttention."""
     try:
@@ -821,6 +843,9 @@ def setup_distributed(c):
     # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
     import torch.distributed.nn.functional
     rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ['WORLD_SIZE'])
+    if c.device.startswith('mps'):
+        raise UsageError("torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors; run one process "
+                         "(python gpt.py), or pass --device=cpu")
     if c.device.startswith('cuda'):
         c.device = f'cuda:{local_rank}'
         torch.cuda.set_device(local_rank)
@@ -906,9 +931,9 @@ def init_weights(model, init, chars, path):
     here = torch.tensor([i for i, ch in enumerate(chars) if ch in old], dtype=torch.long)
     there = torch.tensor([old[chars[i]] for i in here.tolist()], dtype=torch.long)
     for name, fresh in model.state_dict().items():
-        if name in ('token_embedding_table.weight', 'lm_head.weight', 'lm_head.bias'):
-            state[name] = fresh.clone().index_copy_(0, here, state[name][there])
-    model.load_state_dict(state)
+        if name in ('token_embedding_table.weight', 'lm_head.weight', 'lm_head.bias'): # (on the CPU, as the checkpoint)
+            state[name] = fresh.to('cpu', copy=True).index_copy_(0, here, state[name][there])
+    model.load_state_dict(state) # copies each tensor to the model's device
     new, dropped = sorted(set(chars) - set(old)), sorted(set(old) - set(chars))
     return (f"weights from {path}: {len(here)} of this text's {len(chars)} characters known; new: {''.join(new)!r}; "
             f"dropped: {''.join(dropped)!r}")

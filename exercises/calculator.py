@@ -152,12 +152,12 @@ def encode_problems(a, op, b, c, slip=None):
 
 def inputs_and_targets(data, c):
     """x, and y: the next character after each of x's, -1 where it does not count: the prompt's characters (a and b
-    are random: predicting them teaches nothing) and the padding after the end mark."""
+    are random: predicting them teaches nothing) and the padding after the end mark. On the CPU."""
     x, y = data[:, :-1], data[:, 1:].clone()
     y[:, :prompt_len(c) - 1] = -1
     end = (data == encode('$')[0]).int().argmax(1, keepdim=True) # where each problem's end mark is
     y[torch.arange(y.size(1)) >= end] = -1
-    return x.to(c.device), y.to(c.device)
+    return x, y
 
 
 def get_batch(c, batch_size):
@@ -180,7 +180,7 @@ def get_batch(c, batch_size):
         d = op[m] == OPS.index('/')
         if c.cot and d.any(): # a/b's target at the guess: the right last digit, slip or not
             y[d, guess_at - 1] = VOCAB.index('0') + (a[m][d] // b[m][d]) % 10
-        batches.append((x, y))
+        batches.append((x.to(c.device), y.to(c.device))) # built on the CPU, moved once
     return batches
 
 
@@ -238,7 +238,7 @@ def teacher_forced(model, problems, c):
     """The share of problems whose every character the model predicts right from the true characters before it: what
     greedy writes exactly right, trace included (each of its choices is then the true one), in one forward instead of
     one per step; greedy's answers c can be right more often (a guess the check mended)."""
-    x, y = inputs_and_targets(encode_problems(*problems, c), c)
+    x, y = (t.to(c.device) for t in inputs_and_targets(encode_problems(*problems, c), c))
     model.eval()
     right = (model(x)[0].argmax(-1) == y) | (y == -1)
     model.train()

@@ -253,7 +253,7 @@ def test_a_bad_value_exits_2_with_one_line(arg, words, tmp_path):
     (['--beta2=1'], '--beta2=1.0 must be in [0, 1)'),
     (['--slips=1'], '--slips=1.0 must be in [0, 1)'),
     (['--weight_decay=-0.1'], '--weight_decay=-0.1 must be 0 or more'),
-    (['--device=tpu'], "--device='tpu' must be 'cuda', 'mps' or 'cpu'"),
+    (['--device=tpu'], "--device='tpu' must be 'cuda', 'cuda:N', 'mps' or 'cpu'"),
 ])
 def test_bad_options_are_refused_before_training(args, words, tmp_path, capsys):
     with pytest.raises(calc.UsageError) as e:

@@ -115,6 +115,38 @@ def test_resume_without_its_history_starts_a_new_one(ckpt, capsys):
     assert history[0] == 'step,train_loss,val_loss,elapsed_s' and history[1].startswith('21,') and len(history) == 2
 
 
+def test_each_resume_draws_batches_of_its_own(tmp_path, monkeypatch):
+    # a run resumed at step N seeds its batches with the step: were it reseeded as the run began, every resume would
+    # replay the same batches, and a run carried on in short pieces would train on a few batches over and over
+    train_length = int(0.9 * len(open(TINY).read()))
+    drawn, evaluating = [], []
+    get_batch, estimate_loss = gpt.get_batch, gpt.estimate_loss
+
+    def recording_get_batch(data, *args):
+        x, y = get_batch(data, *args)
+        if len(data) == train_length and not evaluating: # a training batch, not one of estimate_loss's
+            drawn[-1].append(x)
+        return x, y
+
+    def flagged_estimate_loss(*args):
+        evaluating.append(True)
+        try:
+            return estimate_loss(*args)
+        finally:
+            evaluating.pop()
+
+    monkeypatch.setattr(gpt, 'get_batch', recording_get_batch)
+    monkeypatch.setattr(gpt, 'estimate_loss', flagged_estimate_loss)
+    args = [f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_new_tokens=0', '--device=cpu']
+    for max_iters, resume in ((3, []), (6, ['--resume']), (9, ['--resume'])): # steps 0-2, then 3-5, then 6-8
+        drawn.append([])
+        gpt.main([*TINY_GPT, *args, *resume, f'--max_iters={max_iters}', '--eval_interval=1000'])
+    assert [len(batches) for batches in drawn] == [3, 3, 3]
+    steps = [(3 * piece + i, x) for piece, batches in enumerate(drawn) for i, x in enumerate(batches)]
+    replayed = [(later, earlier) for later, x in steps for earlier, e in steps if earlier < later and torch.equal(x, e)]
+    assert not replayed, f"resumed runs drew again the batches of earlier steps (step, the earlier step): {replayed}"
+
+
 def interrupted(tmp_path, *args, started='step 0:', signals=1):
     """gpt.py trained, and interrupted by Ctrl-C once it prints a line starting with started; (exit status, stderr)."""
     shutil.copy(TINY, tmp_path / 'tiny.txt')

@@ -93,6 +93,22 @@ def test_bigram_generate_and_loss():
     assert loss.item() > math.log(11) # N(0,1) init: worse than uniform, as the lecture notes
 
 
+def test_bigram_generate_draws_from_the_last_tokens_row():
+    # a table where each token surely predicts one other: token i is followed by 3i+1 mod 11
+    vocab_size = 11
+    model = bigram.BigramLanguageModel(vocab_size)
+    after = [(3 * i + 1) % vocab_size for i in range(vocab_size)]
+    with torch.no_grad():
+        model.token_embedding_table.weight.fill_(-1e4)
+        model.token_embedding_table.weight[range(vocab_size), after] = 1e4
+    idx = torch.tensor([[2, 5, 9], [0, 0, 4]]) # first and last tokens differ, and so do what they predict
+    expected = idx.tolist()
+    for row in expected:
+        for _ in range(6):
+            row.append(after[row[-1]])
+    assert model.generate(idx, 6).tolist() == expected, 'each new token must follow the last one, not the first'
+
+
 def test_bf16_autocast_gives_the_fp32_loss():
     # the GPU path trains under bf16 autocast: same model, same loss to bf16's precision (checked on the CPU here)
     torch.manual_seed(0)

@@ -1,0 +1,151 @@
+"""Every path on a GPU, on a machine without one: the scripts run with --device=cuda or mps on tests/standin.py's
+stand-in, which fails wherever CUDA would fail for the devices of the tensors (a CPU tensor beside a GPU one). The
+numbers these paths compute are tested on the CPU by the other tests; here, that they run on the GPU at all."""
+import os
+import re
+import sys
+
+import pytest
+import torch
+
+import bigram
+import gpt
+from conftest import ROOT, TINY, TINY_GPT
+from standin import gpu, mps # noqa: F401 (fixtures)
+
+from exercises import calculator
+sys.path.insert(0, os.path.join(ROOT, 'exercises'))
+import muon # noqa: E402
+
+ON_CPU = [a for a in TINY_GPT if not a.startswith('--device')]
+A100, T4 = (8, 0), (7, 5)
+
+
+@pytest.fixture(scope='module')
+def cpu_ckpt(tmp_path_factory):
+    """A checkpoint written on the CPU, to be read on the GPU (trained before any stand-in exists)."""
+    path = tmp_path_factory.mktemp('cpu') / 'gpt.pt'
+    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={path}', '--max_iters=3', '--max_new_tokens=0'])
+    return path
+
+
+def on_the_device(ckpt_path):
+    """Whether every weight of the checkpoint was on the (stand-in) GPU when it was saved."""
+    weights = torch.load(ckpt_path)['model'].values()
+    return len(weights) > 0 and all(w.is_meta for w in weights)
+
+
+def train_on(device, tmp_path, *args):
+    gpt.main([*ON_CPU, f'--device={device}', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpu.pt',
+              '--max_iters=3', '--eval_interval=2', *args])
+    return tmp_path / 'gpu.pt'
+
+
+@pytest.mark.parametrize('gpu, dtype', [(A100, 'bfloat16'), (T4, 'float16'), (A100, 'float32')], indirect=['gpu'],
+                         ids=['A100 auto bf16', 'T4 auto float16', 'float32'])
+def test_gpt_trains_evaluates_saves_and_samples_on_a_gpu_in_each_dtype(gpu, dtype, tmp_path, capsys):
+    ckpt = train_on('cuda', tmp_path, *(['--dtype=float32'] if dtype == 'float32' else []))
+    out = capsys.readouterr().out
+    assert f'dtype={dtype}' in out and 'step 2: train loss' in out and 'val loss on the whole val split' in out
+    assert on_the_device(ckpt)
+
+
+@pytest.mark.parametrize('gpu', [A100, T4], indirect=True)
+def test_resume_and_sample_read_a_cpu_checkpoint_on_a_gpu(cpu_ckpt, gpu, tmp_path, capsys):
+    (tmp_path / 'gpu.pt').write_bytes(cpu_ckpt.read_bytes())
+    ckpt = train_on('cuda', tmp_path, '--resume', '--max_iters=5')
+    assert torch.load(ckpt)['iter'] == 5 and on_the_device(ckpt)
+    capsys.readouterr()
+    gpt.main(['--sample', '--device=cuda', f'--ckpt_path={cpu_ckpt}', '--max_new_tokens=7', '--prompt=ROMEO'])
+    assert len(capsys.readouterr().out) == len('ROMEO') + 7 + 1 # (the characters the stand-in's zeros decode to)
+
+
+def test_init_from_starts_a_gpu_run_from_a_cpu_checkpoint(cpu_ckpt, gpu, tmp_path, capsys):
+    ckpt = train_on('cuda', tmp_path, f'--init_from={cpu_ckpt}')
+    assert f'weights from {cpu_ckpt}' in capsys.readouterr().out and on_the_device(ckpt)
+
+
+def test_bench_on_a_gpu(gpu, tmp_path, capsys):
+    gpt.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpu.pt', '--bench',
+              '--bench_iters=2'])
+    assert 'ms/iter' in capsys.readouterr().out and not (tmp_path / 'gpu.pt').exists()
+
+
+def test_bigram_trains_and_samples_on_a_gpu(gpu, capsys):
+    bigram.main([f'--input_path={TINY}', '--device=cuda', '--max_iters=3', '--eval_iters=2', '--max_new_tokens=5'])
+    assert 'step 2: train loss' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('gpu, ns_dtype', [(A100, torch.bfloat16), (T4, torch.float32)], indirect=['gpu'],
+                         ids=['A100', 'T4'])
+def test_muon_trains_on_a_gpu_in_bf16_only_where_the_gpu_has_it(gpu, ns_dtype, tmp_path, capsys):
+    model = gpt.GPTLanguageModel(20, 16, 32, 2, 2).to('cuda')
+    assert muon.configure_optimizer(model, 1e-3, 0.1, 0.99).optimizers['muon'].ns_dtype == ns_dtype
+    muon.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/muon.pt',
+               '--max_iters=3', '--eval_interval=2'])
+    assert on_the_device(tmp_path / 'muon.pt')
+
+
+@pytest.fixture(scope='module')
+def cpu_calculator(tmp_path_factory):
+    path = tmp_path_factory.mktemp('calc') / 'calc.pt'
+    calculator.main(['--n_digits=2', '--n_layer=1', '--n_embd=16', '--batch_size=16', '--max_iters=2',
+                     '--max_time=0', '--eval_problems=8', '--device=cpu', f'--ckpt_path={path}'])
+    return path
+
+
+def test_the_calculator_trains_evaluates_and_answers_on_a_gpu(cpu_calculator, gpu, tmp_path, capsys):
+    calculator.main(['--n_digits=2', '--n_layer=1', '--n_embd=16', '--batch_size=16', '--max_iters=3',
+                     '--eval_interval=2', '--max_time=0', '--eval_problems=8', '--device=cuda',
+                     f'--ckpt_path={tmp_path}/calc.pt'])
+    out = capsys.readouterr().out
+    assert all(f'a{o}b: ' in out for o in '+-*/') and on_the_device(tmp_path / 'calc.pt')
+    calculator.main(['--ask=12*34', '--device=cuda', f'--ckpt_path={cpu_calculator}'])
+    assert capsys.readouterr().out.startswith('12*34 = ')
+
+
+def test_gpt_trains_and_samples_on_mps_in_float32(mps, tmp_path, capsys):
+    ckpt = train_on('mps', tmp_path)
+    assert 'dtype=float32' in capsys.readouterr().out and on_the_device(ckpt)
+
+
+def test_the_final_sample_runs_the_code_sample_runs_at_its_precision(cpu_ckpt, gpu, tmp_path, capsys):
+    # on a GPU, part two's fused attention and TF32 matmuls draw another text than part one's code in float32
+    seen = []
+    record = lambda module, args, out: seen.append((type(module).__name__, torch.get_float32_matmul_precision()))
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        gpt.main(['--sample', '--device=cuda', f'--ckpt_path={cpu_ckpt}', '--max_new_tokens=4'])
+        sample, seen[:] = list(seen), []
+        train_on('cuda', tmp_path, '--max_new_tokens=4')
+    finally:
+        hook.remove()
+    assert ('MultiHeadAttention', 'highest') in sample and seen[-len(sample):] == sample
+
+
+@pytest.mark.parametrize('script', [gpt, bigram], ids=['gpt.py', 'bigram.py'])
+@pytest.mark.parametrize('device, words', [
+    ('cuda:1', '--device=cuda:1 is not on this machine (its GPUs: cuda:0 to cuda:0); use --device=cpu'),
+    ('mps:0', '--device=mps:0 is not on this machine; use --device=cpu'),
+    ('cuda:first', "--device='cuda:first' must be 'cuda', 'cuda:N', 'mps' or 'cpu'"),
+])
+def test_a_device_this_machine_lacks_is_refused_in_one_line(script, device, words, gpu, capsys):
+    with pytest.raises(script.UsageError, match=f'^{re.escape(words)}$'):
+        script.main([f'--device={device}', f'--input_path={TINY}', '--max_iters=1'])
+    assert capsys.readouterr().out == ''
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_half_precision_on_mps_is_refused_in_one_line(dtype, mps, tmp_path, capsys):
+    # autocast has no 'mps' in torch 2.4, float16's GradScaler fails there until about 2.8, bf16 turns itself off in 2.5
+    with pytest.raises(gpt.UsageError, match=f'--dtype={dtype} on MPS: .*; use --dtype=float32'):
+        train_on('mps', tmp_path, f'--dtype={dtype}')
+    assert capsys.readouterr().out == '' and not (tmp_path / 'gpu.pt').exists()
+
+
+def test_torchrun_on_mps_is_refused_in_one_line(mps, tmp_path, monkeypatch, capsys):
+    for name, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT='1').items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(gpt.UsageError, match='torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors'):
+        train_on('mps', tmp_path)
+    assert not (tmp_path / 'gpu.pt').exists()
