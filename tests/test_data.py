@@ -1,5 +1,5 @@
 """The data chapters: char tokenizer, 90/10 split, batches of chunks."""
-import os
+import hashlib
 
 import pytest
 import torch
@@ -19,10 +19,11 @@ def test_encode_decode_round_trip(script):
     assert sorted(encode(''.join(chars))) == list(range(len(chars)))
 
 
-@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason='input.txt (Tiny Shakespeare) is not here')
-def test_tiny_shakespeare_has_the_lectures_size_and_vocabulary():
+def test_the_committed_input_txt_is_char_rnns_tiny_shakespeare_with_the_lectures_vocabulary():
+    raw = open(SHAKESPEARE, 'rb').read() # committed: a fresh clone trains offline
+    assert len(raw) == 1115394
+    assert hashlib.sha256(raw).hexdigest() == '86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed'
     text = gpt.load_text(SHAKESPEARE, 'http://unused')
-    assert len(text) == 1115394
     chars = sorted(set(text))
     assert len(chars) == 65
     assert ''.join(chars) == "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -1,11 +1,5 @@
 """The lecture's numbers, stage by stage: our code, built up as the video builds it, reaches each of them."""
-import os
-
 import pytest
-
-from conftest import SHAKESPEARE
-
-pytestmark = pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason='needs input.txt (Tiny Shakespeare)')
 
 
 @pytest.fixture(scope='module')
