@@ -170,7 +170,7 @@ HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') a
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal: 10)
 
 # ------------
-# the command line
+# the command line (UsageError, parse_args, check_device, load_text and run_command: the same in gpt.py)
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, no traceback."""
@@ -179,26 +179,39 @@ class UsageError(Exception):
         self.status = status
 
 
-def parse_args(argv):
-    """--name=value for every hyperparameter, typed by its default."""
-    cfg = dict(HYPERPARAMETERS)
-    valid = 'valid names: ' + ', '.join(HYPERPARAMETERS) + ' (python bigram.py --help)'
+def parse_args(argv, defaults=HYPERPARAMETERS, script=os.path.basename(__file__)):
+    """--name=value for every hyperparameter, typed by its default: the run's config, and the names given."""
+    c, given = SimpleNamespace(**defaults), set()
+    valid = 'valid names: ' + ', '.join(defaults) + f' (python {script} --help)'
     for arg in argv:
-        name, _, value = arg[2:].partition('=')
-        if not arg.startswith('--') or name not in HYPERPARAMETERS:
+        name, eq, value = arg[2:].partition('=')
+        if not arg.startswith('--') or name not in defaults: # a bare 'sample' is no --sample
             raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
-        default = HYPERPARAMETERS[name]
+        default = defaults[name]
         try:
-            cfg[name] = type(default)(value)
-        except ValueError:
+            setattr(c, name, {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
+                    if type(default) is bool else type(default)(value)) # --sample alone means --sample=True
+        except (KeyError, ValueError):
             raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
+        given.add(name)
+    return c, given
+
+
+def usage():
+    """--help: the commands of the docstring, then every hyperparameter with its default and its comment above."""
+    comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
+    lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
+    lines += [f"  {f'--{name}={v}':<26} {comments.get(name, '')}".rstrip() for name, v in HYPERPARAMETERS.items()]
+    return '\n'.join(lines)
+
+
+def check_config(c):
     for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'learning_rate'):
-        if cfg[name] <= 0:
-            raise UsageError(f"--{name}={cfg[name]} must be positive")
-    if cfg['max_new_tokens'] < 0:
-        raise UsageError(f"--max_new_tokens={cfg['max_new_tokens']} must be 0 or more")
-    check_device(cfg['device'])
-    return cfg
+        if getattr(c, name) <= 0:
+            raise UsageError(f"--{name}={getattr(c, name)} must be positive")
+    if c.max_new_tokens < 0:
+        raise UsageError(f"--max_new_tokens={c.max_new_tokens} must be 0 or more")
+    check_device(c.device)
 
 
 def check_device(device):
@@ -206,29 +219,19 @@ def check_device(device):
     if kind not in ('cuda', 'mps', 'cpu') or colon and not index.isdigit():
         raise UsageError(f"--device={device!r} must be 'cuda', 'cuda:N', 'mps' or 'cpu'")
     have = torch.cuda.device_count() if kind == 'cuda' else kind == 'cpu' or torch.backends.mps.is_available()
-    if int(index or 0) >= have:
-        raise UsageError(f"--device={device} is not on this machine" + (
-            f" (its GPUs: cuda:0 to cuda:{have - 1})" if kind == 'cuda' and have else "") + "; use --device=cpu")
-
-
-def usage():
-    """--help: the commands of the docstring, then every hyperparameter with its default and its comment above."""
-    comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
-    lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
-    for name, default in HYPERPARAMETERS.items():
-        lines.append(f"  {f'--{name}={default}':<26} {comments.get(name, '')}".rstrip())
-    return '\n'.join(lines)
+    if int(index or 0) >= have: # (a machine with one GPU has cuda:0 alone)
+        raise UsageError(f"--device={device} is not on this machine; use --device={'cuda' if have else 'cpu'}")
 
 # ------------
 # data: Tiny Shakespeare, or any UTF-8 text
 
-def load_text(path, url, block_size):
-    """The training text; downloaded to path (atomically) if it is not there."""
+def load_text(path, url, block_size=0):
+    """The training text; downloaded to path (atomically: several processes may) if it is not there."""
     if not os.path.exists(path):
         print(f"downloading {url} to {path}", flush=True)
         tmp = f"{path}.part{os.getpid()}"
         try:
-            with requests.get(url, timeout=30, stream=True) as r:
+            with requests.get(url, timeout=30, stream=True) as r: # (a connection broken off: an error, not less text)
                 r.raise_for_status()
                 with open(tmp, 'wb') as f:
                     for chunk in r.iter_content(1 << 16):
@@ -242,11 +245,9 @@ def load_text(path, url, block_size):
                 os.remove(tmp)
     try:
         with open(path, 'rb') as f:
-            raw = f.read()
+            text = (raw := f.read()).decode('utf-8')
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
-    try:
-        text = raw.decode('utf-8')
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
                          "convert it, or pass --input_path= with a UTF-8 file", status=1)
@@ -273,19 +274,17 @@ class Run:
               f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}", flush=True)
         if hasattr(sys.stdout, 'reconfigure'):
             sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
-        self.t0 = self.last = time.time()
+        self.t0 = self.shown = time.time()
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # a log gets fewer
 
     def after_step(self, iter):
         """A progress line every so often (a 9-second run on a fast CPU shows none)."""
         now = time.time()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        its = (iter + 1) / (now - self.t0)
-        left = (self.c.max_iters - iter - 1) / its
-        print(f"step {iter + 1}/{self.c.max_iters} | {its:.0f} it/s | {int(left // 60)}m{int(left % 60):02d}s left",
-              file=sys.stderr, flush=True)
+        if now - self.shown >= self.every:
+            self.shown, its = now, (iter + 1) / (now - self.t0)
+            left = max(0.0, (self.c.max_iters - iter - 1) / its)
+            print(f"step {iter + 1}/{self.c.max_iters} | {its:.0f} it/s | {int(left // 60)}m{int(left % 60):02d}s left",
+                  file=sys.stderr, flush=True)
 
     def end(self):
         print(f"trained in {time.time() - self.t0:.1f} s")
@@ -295,22 +294,29 @@ class Run:
 
 def main(argv):
     if '-h' in argv or '--help' in argv:
-        print(usage())
-        return
-    c = SimpleNamespace(**parse_args(argv))
+        return print(usage())
+    c, _ = parse_args(argv)
+    check_config(c)
     train(c, Run(c))
 
 
-if __name__ == '__main__':
+def run_command(main, script=os.path.basename(__file__)):
+    """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit
     except UsageError as e:
-        print(f"bigram.py: error: {e}", file=sys.stderr)
+        if os.environ.get('RANK', '0') != '0': # under torchrun every rank finds the same error: rank 0 says it, and
+            sys.exit(0) # fails; a rank failing first would have torchrun stop rank 0 before it could say it
+        print(f"{script}: error: {e}", file=sys.stderr)
         sys.exit(e.status)
     except KeyboardInterrupt:
-        print("bigram.py: interrupted", file=sys.stderr)
+        print(f"{script}: interrupted", file=sys.stderr)
         sys.exit(130)
-    except BrokenPipeError: # the reader went away (python bigram.py | head): not an error of ours
+    except BrokenPipeError: # the reader went away (python gpt.py --sample | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
+
+
+if __name__ == '__main__':
+    run_command(main)

@@ -7,6 +7,7 @@ after the marked line, is what the lecture leaves out.
     python gpt.py --max_iters=2000 --n_layer=4      any hyperparameter as --name=value (python gpt.py --help)
     python gpt.py --resume                          carry on from the checkpoint
     python gpt.py --sample --prompt="ROMEO:"        sample from the checkpoint
+    python gpt.py --sample --prompt="ROMEO:" --attention   and draw each head's attention, the embeddings (PNGs)
     python gpt.py --init_from=big.pt                finetune: a new run from another checkpoint's weights
     torchrun --standalone --nproc_per_node=8 gpt.py several GPUs (DDP)
 """
@@ -291,7 +292,7 @@ def train(c, run):
         if iter % c.eval_interval == 0 and iter != run.resumed_at or iter == run.last_iter:
             losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, c.device)
             print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            run.after_eval(iter, losses) # history, checkpoint
+            run.after_eval(iter, losses) # history, checkpoint, what the model writes now
 
         # sample a batch of data
         xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
@@ -315,12 +316,10 @@ def train(c, run):
 
 # ======================================================================================================================
 # PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below, called from above in single lines, what it
-# leaves out: the command line and its errors, download, checkpoints, several processes, progress, benchmark, speed.
+# leaves out: the command line and its errors, download, checkpoints, several processes, progress, pictures, speed.
 # ======================================================================================================================
 import errno
 import gc
-import hashlib
-import inspect
 import io
 import math
 import os
@@ -328,7 +327,6 @@ import re
 import signal
 import sys
 import time
-import tokenize
 import traceback
 from types import SimpleNamespace
 
@@ -338,13 +336,14 @@ import requests
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
 compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
-dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs and bf16 CPUs (n_embd >= 192), fp16 on old GPUs
+dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs, float16 on old ones (T4, V100), else float32
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 ckpt_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'gpt.pt')
 resume = False # continue training from ckpt_path
 init_from = '' # a checkpoint to start the weights from (finetuning): a new run, its own recipe; the shape from it
+eval_sample = 80 # characters the model writes after each evaluation, to watch it learn; 0: none
 bench = False # time bench_iters training steps (ms/iter, tokens/s); no evaluation, no checkpoint
 bench_iters = 10
 sample = False # only sample from the checkpoint at ckpt_path (no training, no input.txt)
@@ -352,19 +351,20 @@ prompt = '' # the text the sample continues
 max_new_tokens = 500 # how many characters to sample
 temperature = 1.0 # below 1 sharpens the distribution, above 1 flattens it
 top_k = 0 # sample from the k likeliest characters only; 0: no cutoff
+attention = False # with --sample: draw each head's attention over --prompt, and the characters' embeddings (PNGs)
 
 HYPERPARAMETERS = {k: v for k, v in globals().items() if not k.startswith('_') and type(v) in (bool, int, float, str)}
 # the values of the names `small` replaces as the lecture has them: one that differs was edited, and is kept
 LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500, learning_rate=3e-4, eval_iters=200,
                n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0, lr_decay='none', min_lr=0.0, beta2=0.999,
                weight_decay=0.01, grad_clip=0.0, max_time=0.0)
-# MultiHeadAttention's fingerprint as shipped: FusedAttention computes what that code does (a test checks the value)
-SHIPPED_ATTENTION = '6e3bcaddaf79fe1f'
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
+RECIPE = (*LECTURE, 'seed') # what --resume carries on from the checkpoint (the shape among it)
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal: 10)
+SHOWN = {'\n': '¶', ' ': '␣'} # the characters one cannot see, as the model's writing and the pictures show them
 
 # ------------
-# the command line
+# the command line (UsageError, parse_args, check_device, load_text and run_command: the same in bigram.py)
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, no traceback."""
@@ -373,9 +373,9 @@ class UsageError(Exception):
         self.status = status
 
 
-def parse_args(argv, defaults=HYPERPARAMETERS, script='gpt.py'):
-    """--name=value for every hyperparameter, typed by its default. Returns (values, names given)."""
-    cfg, given = dict(defaults), set()
+def parse_args(argv, defaults=HYPERPARAMETERS, script=os.path.basename(__file__)):
+    """--name=value for every hyperparameter, typed by its default: the run's config, and the names given."""
+    c, given = SimpleNamespace(**defaults), set()
     valid = 'valid names: ' + ', '.join(defaults) + f' (python {script} --help)'
     for arg in argv:
         name, eq, value = arg[2:].partition('=')
@@ -383,47 +383,42 @@ def parse_args(argv, defaults=HYPERPARAMETERS, script='gpt.py'):
             raise UsageError(f"unknown hyperparameter {arg!r}; {valid}")
         default = defaults[name]
         try:
-            cfg[name] = {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true'] \
-                if type(default) is bool else type(default)(value) # --sample alone means --sample=True
+            setattr(c, name, {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
+                    if type(default) is bool else type(default)(value)) # --sample alone means --sample=True
         except (KeyError, ValueError):
             raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
         given.add(name)
-    return cfg, given
+    return c, given
 
 
-def usage():
-    """--help: the commands of the docstring, then every hyperparameter with its default and its comment above."""
+def usage(): # --help: the docstring's commands, then every hyperparameter with its default and its comment above
     comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
     lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
     lines += [f"  {f'--{name}={v}':<26} {comments.get(name, '')}".rstrip() for name, v in HYPERPARAMETERS.items()]
-    lines += ['', 'elsewhere than CUDA, the small configuration replaces the values still as the lecture has them:',
-              '  ' + ' '.join(f'{k}={v}' for k, v in small.items()) + '  (--config=lecture keeps them)']
     return '\n'.join(lines)
 
 
-def check_config(cfg):
-    for name in ('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_embd', 'n_head',
-                 'n_layer', 'bench_iters', 'learning_rate', 'temperature'):
-        if cfg[name] <= 0:
-            raise UsageError(f"--{name}={cfg[name]} must be positive")
-    for name in ('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time', 'top_k'):
-        if cfg[name] < 0:
-            raise UsageError(f"--{name}={cfg[name]} must be 0 or more")
-    for name in ('dropout', 'beta2'):
-        if not 0 <= cfg[name] < 1:
-            raise UsageError(f"--{name}={cfg[name]} must be in [0, 1)")
-    if not 0 <= cfg['min_lr'] <= cfg['learning_rate']:
-        raise UsageError(f"--min_lr={cfg['min_lr']} must be in [0, --learning_rate={cfg['learning_rate']}]")
+def check_config(c):
+    for names, bad, need in ((('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_embd',
+                               'n_head', 'n_layer', 'bench_iters', 'learning_rate', 'temperature'), lambda v: v <= 0,
+                              'positive'), (('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time',
+                                             'top_k', 'eval_sample'), lambda v: v < 0, '0 or more'),
+                             (('dropout', 'beta2'), lambda v: not 0 <= v < 1, 'in [0, 1)')):
+        for name in names:
+            if bad(getattr(c, name)):
+                raise UsageError(f"--{name}={getattr(c, name)} must be {need}")
+    if not 0 <= c.min_lr <= c.learning_rate:
+        raise UsageError(f"--min_lr={c.min_lr} must be in [0, --learning_rate={c.learning_rate}]")
     for name, choices in (('lr_decay', ('none', 'cosine', 'linear')), ('config', ('auto', 'lecture', 'small')),
                           ('dtype', ('auto', 'float32', 'bfloat16', 'float16'))):
-        if cfg[name] not in choices:
-            quoted = [repr(choice) for choice in choices]
-            raise UsageError(f"--{name}={cfg[name]!r} must be {', '.join(quoted[:-1])} or {quoted[-1]}")
-    if cfg['n_embd'] % cfg['n_head']:
-        raise UsageError(f"--n_embd={cfg['n_embd']} must be divisible by --n_head={cfg['n_head']}")
-    check_device(cfg['device'])
-    if not os.path.isdir(os.path.dirname(os.path.abspath(cfg['ckpt_path']))):
-        raise UsageError(f"--ckpt_path={cfg['ckpt_path']}: no such folder; make it first")
+        if getattr(c, name) not in choices:
+            raise UsageError(f"--{name}={getattr(c, name)!r} must be {', '.join(map(repr, choices[:-1]))} or "
+                             f"{choices[-1]!r}")
+    if c.n_embd % c.n_head:
+        raise UsageError(f"--n_embd={c.n_embd} must be divisible by --n_head={c.n_head}")
+    check_device(c.device)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(c.ckpt_path))):
+        raise UsageError(f"--ckpt_path={c.ckpt_path}: no such folder; make it first")
 
 
 def check_device(device):
@@ -431,88 +426,61 @@ def check_device(device):
     if kind not in ('cuda', 'mps', 'cpu') or colon and not index.isdigit():
         raise UsageError(f"--device={device!r} must be 'cuda', 'cuda:N', 'mps' or 'cpu'")
     have = torch.cuda.device_count() if kind == 'cuda' else kind == 'cpu' or torch.backends.mps.is_available()
-    if int(index or 0) >= have:
-        raise UsageError(f"--device={device} is not on this machine" + (
-            f" (its GPUs: cuda:0 to cuda:{have - 1})" if kind == 'cuda' and have else "") + "; use --device=cpu")
+    if int(index or 0) >= have: # (a machine with one GPU has cuda:0 alone)
+        raise UsageError(f"--device={device} is not on this machine; use --device={'cuda' if have else 'cpu'}")
 
 
-def choose_config(cfg, given):
-    """Applies the small configuration where it runs. Returns its name, and lines for the start of the run: the names
-    it replaced, and those it did not because they were edited at the top of gpt.py."""
-    which = cfg['config'] if cfg['config'] != 'auto' else 'lecture' if cfg['device'].startswith('cuda') else 'small'
-    replaced, edited = [], []
-    if which == 'small':
-        for name, value in small.items():
-            if name in given or value == LECTURE[name]:
-                continue
-            if cfg[name] == LECTURE[name]:
-                cfg[name] = value
-                replaced.append(name)
-            else:
-                edited.append(name)
-    notes = []
+def choose_config(c, given):
+    """The small configuration, where it runs: its name, and lines on the names it replaced and those edited."""
+    which = c.config if c.config != 'auto' else 'lecture' if c.device.startswith('cuda') else 'small'
+    replaced, edited, notes = [], [], []
+    for name, value in small.items() if which == 'small' else ():
+        if name not in given and value != LECTURE[name]:
+            (replaced if getattr(c, name) == LECTURE[name] else edited).append(name)
+    vars(c).update({name: small[name] for name in replaced})
     if replaced:
         line = next(i for i, l in enumerate(open(__file__, encoding='utf-8'), 1) if l.startswith('small = dict('))
-        notes.append(f"on {cfg['device']}, the small configuration (gpt.py line {line}) replaced the lecture's "
+        notes.append(f"on {c.device}, the small configuration (gpt.py line {line}) replaced the lecture's "
                      f"{', '.join(replaced)}: the lecture's run takes about a day on a CPU (--config=lecture for it)")
     if edited:
-        notes.append(f"as edited at the top of gpt.py: {' '.join(f'{k}={cfg[k]}' for k in edited)}")
+        notes.append(f"as edited at the top of gpt.py: {' '.join(f'{k}={getattr(c, k)}' for k in edited)}")
     return which, notes
 
 
-def choose_dtype(cfg):
-    """The precision training computes in (cfg['dtype'] becomes its name), and why: bf16 on a GPU of compute capability
-    8.0 or more, and on a CPU with AMX or AVX512-BF16 from n_embd 192 (where it measured faster); float16 with a
-    GradScaler on older GPUs (T4, V100), which only emulate bf16; float32 elsewhere (there bf16 ran 3x slower)."""
-    name, device = cfg['dtype'], cfg['device']
+def choose_dtype(c):
+    """The precision training computes in (c.dtype becomes its name), and why: bf16 on a GPU of compute capability
+    8.0 or more; float16 with a GradScaler on older GPUs (T4, V100), which only emulate bf16; float32 elsewhere."""
     why = 'as given'
-    if device.startswith('cuda'):
-        capability, native = '.'.join(map(str, torch.cuda.get_device_capability(device))), gpu_has_bf16(device)
-        if name == 'bfloat16' and not native:
+    if c.device.startswith('cuda'):
+        capability = torch.cuda.get_device_capability(c.device)
+        native, capability = capability[0] >= 8, '.'.join(map(str, capability)) # (T4, V100: bf16 only emulated)
+        if c.dtype == 'bfloat16' and not native:
             raise UsageError(f"--dtype=bfloat16: this GPU (compute capability {capability}) only emulates bf16, "
                              "several times slower; use --dtype=float16 (or auto)")
-        if name == 'auto':
-            name = 'bfloat16' if native else 'float16'
-            why = f"auto: compute capability {capability} {'has' if native else 'lacks'} bf16 tensor cores"
-    elif device.startswith('mps') and name in ('float16', 'bfloat16'): # autocast fails there on some torch versions
-        raise UsageError(f"--dtype={name} on MPS: autocast there fails on some torch versions; use --dtype=float32")
-    elif name == 'auto':
-        flag = device == 'cpu' and cfg['n_embd'] >= 192 and cpu_bf16()
-        name, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
-            ('float32', f'auto on {device}')
-    cfg['dtype'] = name
-    return f"dtype={name} ({why})" + (", with a GradScaler" if name == 'float16' else "")
-
-
-def gpu_has_bf16(device):
-    """Compute capability 8.0 or more (A100, RTX 30xx and newer): bf16 tensor cores. torch.cuda.is_bf16_supported() says
-    True on a T4 or V100 too, which only emulate it, several times slower."""
-    return torch.cuda.get_device_capability(device)[0] >= 8
-
-
-def cpu_bf16():
-    """This CPU's instructions for bf16 matrices as Linux lists them, amx_bf16 or avx512_bf16, or None."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = f.read().split()
-    except OSError: # not Linux
-        return None
-    return next((flag for flag in ('amx_bf16', 'avx512_bf16') if flag in flags), None)
-
+        if c.dtype == 'auto':
+            c.dtype, why = ('bfloat16' if native else 'float16'), \
+                f"auto: compute capability {capability} {'has' if native else 'lacks'} bf16 tensor cores"
+    elif c.device.startswith('mps') and c.dtype in ('float16', 'bfloat16'):
+        raise UsageError(f"--dtype={c.dtype} on MPS: autocast there fails on some torch versions (2.4 to about 2.8); "
+                         "use --dtype=float32")
+    elif c.dtype == 'auto': # a CPU: bf16 ran 3x slower without AMX or AVX512-BF16, no faster with them at n_embd 128
+        c.dtype, why = 'float32', f'auto on {c.device}'
+    return f"dtype={c.dtype} ({why})" + (", with a GradScaler" if c.dtype == 'float16' else "")
 
 # ------------
 # data: Tiny Shakespeare, or any UTF-8 text
 
 def load_text(path, url, block_size=0):
-    """The training text; downloaded to path (atomically) if it is not there."""
-    if not os.path.exists(path) and os.environ.get('RANK', '0') == '0':
+    """The training text; downloaded to path (atomically: several processes may) if it is not there."""
+    if not os.path.exists(path):
         print(f"downloading {url} to {path}", flush=True)
         tmp = f"{path}.part{os.getpid()}"
         try:
-            r = requests.get(url, timeout=30) # (a connection broken off is an error, not a shorter file)
-            r.raise_for_status()
-            with open(tmp, 'wb') as f:
-                f.write(r.content)
+            with requests.get(url, timeout=30, stream=True) as r: # (a connection broken off: an error, not less text)
+                r.raise_for_status()
+                with open(tmp, 'wb') as f:
+                    for chunk in r.iter_content(1 << 16):
+                        f.write(chunk)
             os.replace(tmp, path) # a whole file or none: never a half-written input.txt
         except (requests.RequestException, OSError) as e:
             raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
@@ -520,15 +488,11 @@ def load_text(path, url, block_size=0):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    if distributed(): # the others wait for rank 0's download
-        torch.distributed.barrier()
     try:
         with open(path, 'rb') as f:
-            raw = f.read()
+            text = (raw := f.read()).decode('utf-8')
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
-    try:
-        text = raw.decode('utf-8')
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
                          "convert it, or pass --input_path= with a UTF-8 file", status=1)
@@ -567,101 +531,68 @@ def get_lr(it, c, done=0.0):
     return c.min_lr + share * (c.learning_rate - c.min_lr)
 
 # ------------
-# the run: what train() calls
+# the run: the hooks train() calls, in its order
 
 class Run:
-    """Everything a training run does beyond the lecture's loop, in the order train() calls it."""
 
-    def __init__(self, c, which, notes, ckpt, init=None):
-        self.c, self.which, self.notes, self.ckpt, self.init = c, which, notes, ckpt, init
-        self.rank, self.world_size = setup_distributed(c)
-        self.master = self.rank == 0
-        if not self.master: # only rank 0 prints and samples
-            sys.stdout = open(os.devnull, 'w')
-            c.max_new_tokens = 0
-        elif hasattr(sys.stdout, 'reconfigure'):
-            sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
-        self.resumed_at = ckpt['iter'] if ckpt else None
-        self.steps = self.resumed_at or 0
-        self.last_iter = c.max_iters - 1 # moves up when max_time runs out
+    def __init__(self, c, first_lines, ckpt, init, rank, world_size):
+        self.c, self.first_lines, self.ckpt, self.init, self.rank, self.world_size = \
+            c, first_lines, ckpt, init, rank, world_size
+        self.start = self.steps = ckpt['iter'] if ckpt else 0
+        self.resumed_at = self.start if ckpt or c.bench else None # no evaluation where it starts: it had one
+        self.last_iter = None if c.bench else c.max_iters - 1 # moves up when max_time runs out
         self.spent = self.elapsed = ckpt.get('elapsed', 0.0) if ckpt else 0.0 # seconds of training before this run
-        self.stopped_by = 'max_iters'
-        self.best_val_loss = ckpt['best_val_loss'] if ckpt else float('inf')
+        self.best_val_loss, self.stopped_by = ckpt['best_val_loss'] if ckpt else float('inf'), 'max_iters'
         self.history = os.path.splitext(c.ckpt_path)[0] + '.csv'
+        self.tokens_per_iter = c.batch_size * c.block_size * world_size
+        # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
+        self.stop_requested, self.old_handler = False, signal.signal(signal.SIGINT, self.request_stop)
 
     def begin(self, model, optimizer, chars):
-        """Resume, speed-ups and several processes; returns the model to train and the step to start from."""
+        """The first lines, the checkpoint or --init_from, speed-ups, several processes: the model, the start."""
         c = self.c
-        self.raw_model, self.optimizer, self.chars = model, optimizer, chars
+        print(*self.first_lines, sep='\n  ', flush=True)
+        self.raw_model, self.optimizer, self.chars, self.decode = model, optimizer, chars, tokenizer(chars)[1]
         check_prompt(c.prompt, chars) # now, not after the training
         self.scaler = torch.amp.GradScaler(c.device.split(':')[0], enabled=c.dtype == 'float16')
         if self.ckpt:
-            if self.ckpt['chars'] != chars:
-                raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; resume "
-                                 "with the text it was trained on, or start a run from its weights with --init_from=",
-                                 status=1)
-            model.load_state_dict(self.ckpt['model'])
-            # the moments from the file, the settings (a --learning_rate given now) as this run has them
-            settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
-            try:
-                optimizer.load_state_dict(self.ckpt['optimizer'])
-            except (KeyError, ValueError):
-                raise UsageError(f"{c.ckpt_path} holds another optimizer's state (exercises/muon.py's?): resume it "
-                                 "with the script that trained it") from None
-            for group, setting in zip(optimizer.param_groups, settings):
-                group.update(setting)
-            if self.ckpt.get('scaler') and c.dtype == 'float16':
-                self.scaler.load_state_dict(self.ckpt['scaler'])
+            restore(self.ckpt, model, optimizer, self.scaler, chars, c)
         if self.init:
-            self.notes.append(init_weights(model, self.init, chars, c.init_from))
+            print(' ', init_weights(model, self.init, chars, c.init_from))
         if self.ckpt or self.rank:
-            torch.manual_seed(c.seed + self.rank + self.steps) # each rank its own batches, a resumed run fresh ones
-        model = speed_up(model, c, self.scaler, self.notes)
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            model = DDP(model, device_ids=[int(c.device.split(':')[1])] if c.device.startswith('cuda') else None,
-                        broadcast_buffers=False) # the only buffers are the constant causal masks
-        # the first lines: which values run, and where they differ from the block at the top of gpt.py
-        n = self.world_size
-        head = (f"config {'resumed' if self.ckpt else self.which} on {c.device}{f' x {n} processes' if n > 1 else ''}: "
-                f"n_layer={c.n_layer} n_head={c.n_head} n_embd={c.n_embd} block_size={c.block_size} batch_size="
-                f"{c.batch_size}{f' per rank, {c.batch_size * n} in all' if n > 1 else ''} max_iters={c.max_iters} "
-                f"learning_rate={c.learning_rate:g}" + (f" max_time={c.max_time:g}s" if c.max_time > 0 else ""))
-        if self.ckpt:
-            head += f", from step {self.steps} of {c.ckpt_path}" + (
-                f"; {self.spent:.1f} s of it spent before" if c.max_time > 0 else "")
-        print(head, *self.notes, sep='\n  ', flush=True)
-        self.tokens_per_iter = c.batch_size * c.block_size * self.world_size
-        if c.bench: # bench_iters steps after two to warm up (allocator, kernels, compilation): see after_step
-            self.resumed_at, self.last_iter = self.steps, math.inf # no evaluation where it starts, nor at the end
-            c.max_iters, c.eval_interval, c.max_new_tokens = self.steps + 2 + c.bench_iters, 10**9, 0
-            return model, self.steps
-        if self.master and (not self.ckpt or not os.path.exists(self.history)): # a resumed run appends to its own
+            torch.manual_seed(c.seed + self.rank + self.start) # each rank its own batches, a resumed run fresh ones
+        model = speed_up(model, c, self.scaler)
+        if self.world_size > 1: # (the only buffers are the constant causal masks: none to broadcast)
+            model = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False, device_ids=[
+                int(c.device.split(':')[1])] if c.device.startswith('cuda') else None)
+        if not self.rank and not c.bench and (not self.ckpt or not os.path.exists(self.history)): # (resumed: appends)
             with open(self.history, 'w') as f:
                 f.write('step,train_loss,val_loss,elapsed_s\n')
-        # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
-        self.stop_requested = False
-        self.old_handler = signal.signal(signal.SIGINT, self.request_stop)
         self.t0 = self.shown = time.time()
-        self.speed_from = (self.t0, self.steps) # progress lines: the speed since then
-        self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between them (a log gets fewer)
-        return model, self.steps
+        self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between progress lines (a log: fewer)
+        return model, self.start
 
     def request_stop(self, signum, frame):
-        if self.stop_requested:
-            raise KeyboardInterrupt
         self.stop_requested = True
+        signal.signal(signal.SIGINT, self.old_handler) # a second Ctrl-C stops at once
 
     def after_eval(self, iter, losses):
-        """Appends to the history, saves a better checkpoint."""
-        if self.master:
+        """Appends to the history, saves a better checkpoint, shows what the model writes now."""
+        if not self.rank:
             with open(self.history, 'a') as f:
                 f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.time() - self.t0:.1f}\n")
             if losses['val'] < self.best_val_loss:
                 self.best_val_loss = losses['val']
                 if iter > (self.resumed_at or 0):
                     self.save(iter)
-        self.speed_from = (time.time(), iter) # the evaluation's time does not count as training speed
+            if self.c.eval_sample: # what the model writes now, seeded; the training's random numbers put back after
+                device = {'cuda': torch.cuda, 'mps': torch.mps}.get(self.c.device.split(':')[0])
+                states = torch.get_rng_state(), device and device.get_rng_state()
+                torch.manual_seed(self.c.seed)
+                idx = self.raw_model.eval().generate(torch.zeros((1, 1), dtype=torch.long, device=self.c.device),
+                                                     self.c.eval_sample)[0, 1:]
+                self.raw_model.train(); torch.set_rng_state(states[0]); device and device.set_rng_state(states[1])
+                print('  writes:', self.decode(idx.tolist()).replace('\n', SHOWN['\n']))
 
     def before_update(self, iter):
         c = self.c
@@ -680,46 +611,46 @@ class Run:
     def after_step(self, iter, loss):
         """The progress line; Ctrl-C saves and stops; True after the last step."""
         c = self.c
-        if c.bench:
-            if c.device != 'cpu': # wait for the GPU: its steps done, not only queued
+        if c.bench: # timed from the end of the second step; the GPU waited for, its steps done, not only queued
+            if c.device != 'cpu':
                 torch.cuda.synchronize(c.device) if c.device.startswith('cuda') else torch.mps.synchronize()
-            if iter == self.resumed_at + 1:
+            if iter == self.start + 1:
                 self.t0 = time.perf_counter()
             return iter == c.max_iters - 1
-        self.steps = iter + 1
-        self.elapsed = self.spent + time.time() - self.t0
-        stop = self.stop_requested
+        self.steps, self.elapsed, stop = iter + 1, self.spent + time.time() - self.t0, self.stop_requested
         if self.world_size > 1: # any rank's Ctrl-C, and rank 0's clock: every rank stops at the same step
-            t = torch.tensor([float(stop), self.elapsed if self.master else 0.0], device=c.device)
+            t = torch.tensor([float(stop), 0.0 if self.rank else self.elapsed], device=c.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             stop, self.elapsed = t[0].item() > 0, t[1].item()
         if c.max_time > 0 and self.elapsed >= c.max_time and self.last_iter > iter + 1:
             self.last_iter, self.stopped_by = iter + 1, 'max_time' # one more evaluation and step, as at max_iters
         now = time.time()
-        if self.master and now - self.shown >= self.every and self.steps > self.speed_from[1]:
-            self.shown, its = now, (self.steps - self.speed_from[1]) / (now - self.speed_from[0])
-            left = min((c.max_iters - self.steps) / its, c.max_time - self.elapsed if c.max_time > 0 else math.inf)
+        if not self.rank and now - self.shown >= self.every and self.steps > self.start:
+            self.shown, its = now, (self.steps - self.start) / (now - self.t0) # (evaluations included)
+            left = max(0.0, min((self.last_iter + 1 - self.steps) / its, (c.max_time or math.inf) - self.elapsed))
             print(f"step {self.steps}/{c.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
                   f"{its * self.tokens_per_iter / 1000:.1f}k tok/s | {int(left // 60)}m{int(left % 60):02d}s left",
                   file=sys.stderr, flush=True)
         if stop:
-            if self.master:
+            if not self.rank:
                 self.save(self.steps)
-                where = '' if self.c.ckpt_path == ckpt_path else f' --ckpt_path={self.c.ckpt_path}'
-                print(f"interrupted at step {self.steps}: saved {self.c.ckpt_path}; continue with 'python gpt.py "
+                where = '' if c.ckpt_path == ckpt_path else f' --ckpt_path={c.ckpt_path}'
+                print(f"interrupted at step {self.steps}: saved {c.ckpt_path}; continue with 'python gpt.py "
                       f"--resume{where}' or sample with 'python gpt.py --sample{where}'", file=sys.stderr)
             raise SystemExit(130)
         return iter >= self.last_iter
 
     def end(self, val_data):
         c = self.c
+        signal.signal(signal.SIGINT, self.old_handler)
         if c.bench: # the time since the second step, synchronised at the last
             dt = (time.perf_counter() - self.t0) / c.bench_iters
-            print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
-            return
-        signal.signal(signal.SIGINT, self.old_handler)
-        slow_down(self.raw_model) # what follows runs part one's code in float32, as --sample does
-        if self.master:
+            return print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
+        torch.set_float32_matmul_precision('highest') # what follows runs part one's code in float32, as --sample does
+        for module in self.raw_model.eval().modules():
+            if type(module) is FusedAttention: # speed_up's, undone
+                module.__class__ = MultiHeadAttention
+        if not self.rank:
             self.save(self.steps)
             print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
                   f"saved {c.ckpt_path} and {self.history}")
@@ -737,80 +668,114 @@ class Run:
 
 @torch.no_grad()
 def whole_split_loss(model, data, block_size):
-    """The mean loss over every character of the split, read in windows of block_size, side by side."""
-    n = (len(data) - 1) // block_size
+    """The mean loss over every character of the split, read in windows of block_size, side by side (eval mode)."""
+    n, device = (len(data) - 1) // block_size, next(model.parameters()).device
     x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
-    training, device = model.training, next(model.parameters()).device
-    model.eval()
     per = max(1, 2**17 // block_size) # windows at a time: their logits take 34 MB at the small size
     total = sum(model(x[i:i + per].to(device), y[i:i + per].to(device))[1].item() * len(x[i:i + per])
                 for i in range(0, n, per))
-    model.train(training)
     return total / n
+
+# ------------
+# what the model learned: its writing at each evaluation, pictures
+
+def pyplot(): # matplotlib.pyplot drawing to files, or None without matplotlib
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    plt.switch_backend('Agg') # a file, no window
+    return plt
 
 
 def plot_history(history):
     """A PNG of the loss curves beside the CSV, where matplotlib happens to be installed."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg') # a file, no window
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    step, train, val = np.loadtxt(history, delimiter=',', skiprows=1, usecols=(0, 1, 2), ndmin=2).T
-    plt.figure(figsize=(6, 4))
-    plt.plot(step, train, label='train')
-    plt.plot(step, val, label='val')
-    plt.xlabel('step'); plt.ylabel('loss'); plt.legend(); plt.grid(alpha=0.3)
-    plt.savefig(os.path.splitext(history)[0] + '.png', dpi=100, bbox_inches='tight')
-    plt.close()
+    if plt := pyplot():
+        step, train, val = np.loadtxt(history, delimiter=',', skiprows=1, usecols=(0, 1, 2), ndmin=2).T
+        plt.figure(figsize=(6, 4))
+        plt.plot(step, train, label='train'); plt.plot(step, val, label='val')
+        plt.xlabel('step'); plt.ylabel('loss'); plt.legend(); plt.grid(alpha=0.3)
+        plt.savefig(os.path.splitext(history)[0] + '.png', dpi=100, bbox_inches='tight')
+        plt.close()
+
+
+@torch.no_grad()
+def attention_weights(model, idx):
+    """Each head's wei for idx (1, T), as part one computes it: what attn_dropout is handed. (n_layer, n_head, T, T)"""
+    weights = []
+    hooks = [block.sa.attn_dropout.register_forward_pre_hook(lambda module, args: weights.append(args[0][0].cpu()))
+             for block in model.blocks]
+    model(idx)
+    [hook.remove() for hook in hooks]
+    return torch.stack(weights)
+
+
+def embedding_points(model):
+    """Each character's row of the token embedding table, projected on the table's first two principal components."""
+    table = model.token_embedding_table.weight.detach().cpu().float()
+    centred = table - table.mean(0)
+    return centred @ torch.linalg.svd(centred, full_matrices=False)[2][:2].T # (vocab_size, 2)
+
+
+def draw_pictures(model, prompt, chars, encode, c):
+    """--attention: each head's wei over the prompt, and the characters' embeddings, PNGs beside the checkpoint."""
+    plt, base, prompt = pyplot(), os.path.splitext(c.ckpt_path)[0], prompt[-c.block_size:]
+    wei = attention_weights(model.eval(), torch.tensor([encode(prompt)], device=c.device)).float().numpy()
+    (layers, heads, T, _), shown, side = wei.shape, [SHOWN.get(ch, ch) for ch in prompt], 0.3 + 0.16 * len(prompt)
+    fig, axes = plt.subplots(layers, heads, figsize=(side * heads, side * layers), squeeze=False, layout='constrained')
+    for (layer, head), ax in np.ndenumerate(axes):
+        ax.imshow(wei[layer, head], cmap='Blues', vmin=0, vmax=1)
+        ax.set_xticks(range(T), shown, fontsize=7)
+        ax.set_yticks(range(T), shown, fontsize=7)
+        ax.set_title(f'block {layer}, head {head}', fontsize=9)
+    fig.supxlabel('the characters it reads from'); fig.supylabel('the character that reads')
+    fig.savefig(base + '-attention.png', dpi=80)
+    kind = lambda ch: 3 if not ch.isalpha() else 2 if ch.isupper() else int(ch not in 'aeiou')
+    points = embedding_points(model).numpy()
+    plt.figure(figsize=(7, 7)).gca().scatter(*points.T, s=0) # (text alone sets no limits to the axes)
+    for (x, y), ch in zip(points, chars):
+        plt.text(x, y, SHOWN.get(ch, ch), color=f'C{kind(ch)}', fontsize=12, ha='center', va='center')
+    plt.axis('equal'); plt.axis('off'); plt.margins(0.1)
+    plt.title("each character's embedding on the table's first two principal components\n"
+              "(blue: vowels, orange: consonants, green: capitals, red: the rest)")
+    plt.savefig(base + '-embedding.png', dpi=80, bbox_inches='tight')
+    plt.close('all')
+    return base + '-attention.png', base + '-embedding.png'
 
 # ------------
 # speed: the same model, computed faster
 
-def speed_up(model, c, scaler, notes):
-    """The model to train: attention by a fused kernel, autocast to c.dtype, torch.compile. Each computes what part one
-    says; a MultiHeadAttention edited in part one runs as written (notes, the run's first lines, say so)."""
+def speed_up(model, c, scaler):
+    """The model to train: fused attention, autocast to c.dtype, torch.compile, each computing what part one says. An
+    edited MultiHeadAttention runs fused only if it computes what FusedAttention does, on a probe (below)."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
-    as_shipped = fingerprint(MultiHeadAttention) == SHIPPED_ATTENTION
+    try: # in eval mode and in training: there the CPU's kernel drops the weights nn.Dropout would, under one seed
+        with torch.random.fork_rng(devices=[]): # the run's random numbers stay as they were
+            probe, x, outs = MultiHeadAttention(24, 3, 8, 12, 0.25), torch.randn(2, 10, 24), []
+            for training, kind in ((False, MultiHeadAttention), (False, FusedAttention), (True, MultiHeadAttention),
+                                   (True, FusedAttention)):
+                probe.__class__ = kind
+                torch.manual_seed(0)
+                outs.append(probe.train(training)(x))
+        fused = torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[2], outs[3], atol=1e-5)
+    except Exception: # an edit FusedAttention cannot run (projections of its own, say)
+        fused = False
     for module in model.modules():
-        if type(module) is MultiHeadAttention and as_shipped:
+        if fused and type(module) is MultiHeadAttention:
             module.__class__ = FusedAttention
-    if not as_shipped:
-        notes.append("MultiHeadAttention is edited: it runs as written, without the fused kernel")
-    if c.compile:
-        model = torch.compile(model)
+    if not fused:
+        print("  MultiHeadAttention is edited: it runs as written, without the fused kernel")
+    model = torch.compile(model) if c.compile else model
     return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
 
 
-def slow_down(model):
-    """speed_up undone: part one's attention, matmuls in full float32 (not TF32)."""
-    torch.set_float32_matmul_precision('highest')
-    for module in model.modules():
-        if type(module) is FusedAttention:
-            module.__class__ = MultiHeadAttention
-
-
-def fingerprint(cls):
-    """A hash of a class's code, its comments and layout left out: what tells an edited MultiHeadAttention."""
-    try:
-        source = inspect.getsource(cls) # (a class at the top level: no indent to take away)
-    except (OSError, TypeError): # no source to read: take it as edited
-        return None
-    skip = (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
-    code = ' '.join(t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in skip)
-    return hashlib.sha256(code.encode()).hexdigest()[:16]
-
-
 class FusedAttention(MultiHeadAttention):
-    """ MultiHeadAttention as shipped, in one fused kernel (flash attention on a GPU): the same weights, read the same
-    way; the kernel computes softmax(q @ k^T * hs**-0.5, causal mask) @ v, dropout included """
+    """ MultiHeadAttention in one fused kernel (flash attention on a GPU): softmax(q @ k^T * hs**-0.5, mask) @ v """
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = [t.view(B, T, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1)] # (B,nh,T,hs)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                             dropout_p=self.attn_dropout.p if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.attn_dropout.p * self.training)
         return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -825,11 +790,9 @@ class Autocast(nn.Module):
         with torch.autocast(self.device_type, dtype=self.dtype):
             logits, loss = self.model(*args)
         if self.scaler.is_enabled() and loss is not None and loss.requires_grad:
-            # loss.backward() starts from loss * scale, as scaler.scale(loss).backward() would: float16's small
-            # gradients stay above its smallest number; Run.before_update divides them back
+            # backward starts from loss * scale, as scaler.scale(loss).backward() would: Run.before_update unscales
             loss.register_hook(self.scaler.scale)
         return logits, loss
-
 
 # ------------
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
@@ -838,32 +801,24 @@ def setup_distributed(c):
     """(rank, world_size); joins the process group when torchrun's environment is present."""
     if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
         return 0, 1
-    import torch.distributed as dist
     # imported before the process group exists, not by DDP after it: its functions' defaults (group=group.WORLD) would
     # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
     import torch.distributed.nn.functional
-    rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ['WORLD_SIZE'])
     if c.device.startswith('mps'):
         raise UsageError("torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors; run one process "
                          "(python gpt.py), or pass --device=cpu")
     if c.device.startswith('cuda'):
-        c.device = f'cuda:{local_rank}'
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo')
-    return rank, world_size
+        c.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        torch.cuda.set_device(c.device)
+    torch.distributed.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo')
+    return int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
 
 
 def teardown_distributed():
-    """Frees the process group while Python is fully alive: a gloo thread that lets go of an all-reduce after the
-    interpreter began to shut down cannot take the GIL, and the process aborts (torch 2.13, pytorch/pytorch#179291)."""
-    if distributed():
+    """Frees the process group while Python is fully alive: else a gloo thread aborts the exit (pytorch#179291)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         gc.collect() # the DDP wrapper and its reducer hold the process group: let them go first
         torch.distributed.destroy_process_group() # the last reference: its destructor joins the threads
-
-
-def distributed():
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
 
 # ------------
 # checkpoints
@@ -875,8 +830,7 @@ def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elaps
 
 
 def save_atomically(path, obj):
-    """torch.save(obj, path), all or nothing: a kill, a full disk or a file held open elsewhere leaves what was there
-    (and a failure is one line); for the exercises' checkpoints too."""
+    """torch.save(obj, path), all or nothing: a kill, a full disk or a file held open leaves what was there."""
     tmp, written = f"{path}.tmp{os.getpid()}", False
     buffer = io.BytesIO() # torch.save into a file turns a full disk into a RuntimeError; f.write, an OSError
     torch.save(obj, buffer)
@@ -898,8 +852,8 @@ def save_atomically(path, obj):
             os.remove(tmp)
 
 
-def load_checkpoint(path, option='ckpt_path'):
-    """The checkpoint at path, given as --option; a missing or unreadable file is a one-line error."""
+def load_checkpoint(path, option='ckpt_path', c=None, given=(), keys=()):
+    """The checkpoint at path (--option), its values for keys put in c unless given (a shape must be the same)."""
     if not os.path.exists(path):
         raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --{option}=",
                          status=1)
@@ -909,24 +863,36 @@ def load_checkpoint(path, option='ckpt_path'):
     except Exception as e:
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "
                          f"or something else; retrain with 'python gpt.py' or pass --{option}=", status=1)
+    for name in keys:
+        saved = ckpt['config'][name]
+        if name in given and getattr(c, name) != saved and name in SHAPE: # the weights fit no other
+            raise UsageError(f"the checkpoint {path} has {name}={saved}, not --{name}={getattr(c, name)}; "
+                             f"drop --{name}, or pass another --{option}=")
+        setattr(c, name, getattr(c, name) if name in given else saved)
     return ckpt
 
 
-def apply_checkpoint_config(cfg, given, ckpt, keys, option='ckpt_path'):
-    """The checkpoint's values for keys, except those given on the command line; a different shape is an error."""
-    for name in keys:
-        saved = ckpt['config'][name]
-        if name in given and cfg[name] != saved and name in SHAPE: # the weights fit no other
-            raise UsageError(f"the checkpoint {cfg[option]} has {name}={saved}, not --{name}={cfg[name]}; "
-                             f"drop --{name}, or pass another --{option}=")
-        if name not in given:
-            cfg[name] = saved
+def restore(ckpt, model, optimizer, scaler, chars, c):
+    """--resume: the weights, the optimizer's moments (its settings: this run's) and float16's loss scale."""
+    if ckpt['chars'] != chars:
+        raise UsageError(f"{c.input_path} has another vocabulary than the checkpoint {c.ckpt_path}; resume with the "
+                         "text it was trained on, or start a run from its weights with --init_from=", status=1)
+    model.load_state_dict(ckpt['model'])
+    settings = [{k: v for k, v in group.items() if k != 'params'} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(ckpt['optimizer'])
+    except (KeyError, ValueError):
+        raise UsageError(f"{c.ckpt_path} holds another optimizer's state (exercises/muon.py's?): resume it with the "
+                         "script that trained it") from None
+    for group, setting in zip(optimizer.param_groups, settings):
+        group.update(setting)
+    if ckpt.get('scaler') and scaler.is_enabled():
+        scaler.load_state_dict(ckpt['scaler'])
 
 
 def init_weights(model, init, chars, path):
-    """--init_from: the checkpoint's weights, each character's rows (token embedding, lm_head) found by the character,
-    not its index: the new text's vocabulary is sorted afresh. A character the checkpoint never saw keeps the rows of a
-    fresh model; one the new text lacks is dropped. Returns the line that says so."""
+    """--init_from: the weights, each character's rows (token embedding, lm_head) found by the character: a new one
+    keeps a fresh model's rows, one the new text lacks is dropped. Returns a line saying so."""
     state, old = dict(init['model']), {ch: i for i, ch in enumerate(init['chars'])}
     here = torch.tensor([i for i, ch in enumerate(chars) if ch in old], dtype=torch.long)
     there = torch.tensor([old[chars[i]] for i in here.tolist()], dtype=torch.long)
@@ -939,32 +905,25 @@ def init_weights(model, init, chars, path):
             f"dropped: {''.join(dropped)!r}")
 
 
-def check_budget_left(cfg, ckpt):
-    """--resume of a run that has reached a limit: one line with what to give, not a step or two of training."""
-    spent, done = ckpt.get('elapsed', 0.0), []
-    if ckpt['iter'] >= cfg['max_iters']:
-        done.append((f"step {ckpt['iter']} of --max_iters={cfg['max_iters']}", f"--max_iters={ckpt['iter'] * 2}"))
-    if 0 < cfg['max_time'] <= spent:
-        done.append((f"{spent:.0f} s of --max_time={cfg['max_time']:g}", f"--max_time={spent + cfg['max_time']:.0f}"))
-    if done:
-        raise UsageError(f"{cfg['ckpt_path']} has reached {' and '.join(d for d, _ in done)}: to train on, give a "
-                         f"larger budget, e.g. --resume {' '.join(g for _, g in done)}")
-
-
-def sample_from_checkpoint(cfg, given):
-    ckpt = load_checkpoint(cfg['ckpt_path'])
-    apply_checkpoint_config(cfg, given, ckpt, SHAPE)
-    check_config(cfg)
-    check_prompt(cfg['prompt'], ckpt['chars'])
+def sample_from_checkpoint(c, given):
+    """--sample, and --attention's pictures: from the checkpoint, with no training and no input.txt."""
+    if c.attention and not c.prompt:
+        raise UsageError("--attention draws the attention over --prompt: give one, e.g. --prompt='ROMEO:'")
+    if c.attention and not pyplot():
+        raise UsageError("--attention draws with matplotlib, which is not installed: pip install matplotlib", status=1)
+    ckpt = load_checkpoint(c.ckpt_path, 'ckpt_path', c, given, SHAPE)
+    check_config(c)
+    check_prompt(c.prompt, ckpt['chars'])
     encode, decode = tokenizer(ckpt['chars'])
-    model = GPTLanguageModel(len(ckpt['chars']), cfg['block_size'], cfg['n_embd'], cfg['n_head'], cfg['n_layer'])
+    model = GPTLanguageModel(len(ckpt['chars']), c.block_size, c.n_embd, c.n_head, c.n_layer)
     model.load_state_dict(ckpt['model'])
-    model.to(cfg['device']).eval()
-    torch.manual_seed(cfg['seed'])
+    model.to(c.device).eval()
+    if c.attention:
+        print(*draw_pictures(model, c.prompt, ckpt['chars'], encode, c), sep='\n', file=sys.stderr)
+    torch.manual_seed(c.seed)
     # the same lines as the sample at the end of train(): the prompt, or the lecture's token 0 (a newline here)
-    context = torch.tensor([encode(cfg['prompt'])] if cfg['prompt'] else [[0]], dtype=torch.long)
-    print(decode(model.generate(context.to(cfg['device']), cfg['max_new_tokens'], cfg['temperature'],
-                                cfg['top_k'])[0].tolist()))
+    context = torch.tensor([encode(c.prompt)] if c.prompt else [[0]], dtype=torch.long)
+    print(decode(model.generate(context.to(c.device), c.max_new_tokens, c.temperature, c.top_k)[0].tolist()))
 
 
 def check_prompt(prompt, chars):
@@ -976,49 +935,66 @@ def check_prompt(prompt, chars):
 # ------------
 # the command
 
-RECIPE = SHAPE + ('batch_size', 'max_iters', 'eval_interval', 'eval_iters', 'dropout', 'learning_rate', 'warmup_iters',
-                  'lr_decay', 'min_lr', 'beta2', 'weight_decay', 'grad_clip', 'max_time', 'seed') # --resume carries
-
-
 def main(argv):
     if '-h' in argv or '--help' in argv:
         return print(usage())
-    cfg, given = parse_args(argv)
-    if cfg['sample']:
-        return sample_from_checkpoint(cfg, given)
-    ckpt, init, which, notes = None, None, None, []
-    if cfg['resume']: # the run carries on as it started: its shape and recipe, unless given here
-        if cfg['init_from']:
+    c, given = parse_args(argv)
+    if c.sample or c.attention:
+        return sample_from_checkpoint(c, given)
+    ckpt, init, which, notes = None, None, 'resumed', []
+    if c.resume: # the run carries on as it started: its shape and recipe, unless given here
+        if c.init_from:
             raise UsageError("--init_from starts a new run from a checkpoint's weights, --resume carries one on: "
                              "give one of them")
-        ckpt = load_checkpoint(cfg['ckpt_path'])
-        apply_checkpoint_config(cfg, given, ckpt, RECIPE)
-        check_budget_left(cfg, ckpt)
+        ckpt = load_checkpoint(c.ckpt_path, 'ckpt_path', c, given, RECIPE)
+        spent, done = ckpt.get('elapsed', 0.0), [] # a limit reached: one line on what to give, not a step or two
+        if ckpt['iter'] >= c.max_iters:
+            done.append((f"step {ckpt['iter']} of --max_iters={c.max_iters}", f"--max_iters={ckpt['iter'] * 2}"))
+        if 0 < c.max_time <= spent:
+            done.append((f"{spent:.0f} s of --max_time={c.max_time:g}", f"--max_time={spent + c.max_time:.0f}"))
+        if done:
+            raise UsageError(f"{c.ckpt_path} has reached {' and '.join(d for d, _ in done)}: to train on, give a "
+                             f"larger budget, e.g. --resume {' '.join(g for _, g in done)}")
     else:
-        which, notes = choose_config(cfg, given | set(SHAPE) if cfg['init_from'] else given) # the shape: below
-    if cfg['init_from']: # a new run, its own recipe; the weights, hence the shape, from the checkpoint
-        if os.path.abspath(cfg['init_from']) == os.path.abspath(cfg['ckpt_path']):
-            raise UsageError(f"--init_from={cfg['init_from']} is also --ckpt_path: this run would write over the "
+        which, notes = choose_config(c, given | set(SHAPE) if c.init_from else given) # the shape: below
+    if c.init_from: # a new run, its own recipe; the weights, hence the shape, from the checkpoint
+        if os.path.abspath(c.init_from) == os.path.abspath(c.ckpt_path):
+            raise UsageError(f"--init_from={c.init_from} is also --ckpt_path: this run would write over the "
                              "checkpoint it starts from; pass another --ckpt_path=")
-        init = load_checkpoint(cfg['init_from'], 'init_from')
-        apply_checkpoint_config(cfg, given, init, SHAPE, 'init_from')
+        init = load_checkpoint(c.init_from, 'init_from', c, given, SHAPE)
         if 'learning_rate' not in given: # the lecture's advice for a finetune; half did best here (README, EX3)
-            cfg['learning_rate'] /= 2
-            notes.append(f"learning_rate={cfg['learning_rate']:g}: half, to finetune (or give --learning_rate=)")
-    check_config(cfg)
-    notes.append(choose_dtype(cfg)) # the device's, on every run: not carried by --resume
-    c = SimpleNamespace(**cfg)
-    run = Run(c, which, notes, ckpt, init)
+            c.learning_rate /= 2
+            notes.append(f"learning_rate={c.learning_rate:g}: half, to finetune (or give --learning_rate=)")
+    check_config(c)
+    notes.append(choose_dtype(c)) # the device's, on every run: not carried by --resume
+    rank, n = setup_distributed(c)
+    if rank: # only rank 0 prints and samples
+        sys.stdout, c.max_new_tokens, c.eval_sample = open(os.devnull, 'w'), 0, 0
+    elif hasattr(sys.stdout, 'reconfigure'):
+        sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
+    # the first lines: which values run, and where they differ from the block at the top of gpt.py
+    head = (f"config {which} on {c.device}{f' x {n} processes' if n > 1 else ''}: n_layer={c.n_layer} n_head="
+            f"{c.n_head} n_embd={c.n_embd} block_size={c.block_size} batch_size={c.batch_size}"
+            f"{f' per rank, {c.batch_size * n} in all' if n > 1 else ''} max_iters={c.max_iters} "
+            f"learning_rate={c.learning_rate:g}" + (f" max_time={c.max_time:g}s" if c.max_time > 0 else ""))
+    if ckpt:
+        head += f", from step {ckpt['iter']} of {c.ckpt_path}" + (
+            f"; {ckpt.get('elapsed', 0.0):.1f} s of it spent before" if c.max_time > 0 else "")
+    if c.bench: # bench_iters steps after two to warm up (allocator, kernels, compilation): no evaluation, no sample
+        c.max_iters, c.max_new_tokens = (ckpt['iter'] if ckpt else 0) + 2 + c.bench_iters, 0
+        c.eval_interval = c.max_iters # (from the start, which is not evaluated, no multiple of it is reached)
+    run = Run(c, [head, *notes], ckpt, init, rank, n)
     try:
         train(c, run)
     except BaseException as e:
         traceback.clear_frames(e.__traceback__) # its frames hold the DDP wrapper: let teardown_distributed free it
         raise
     finally:
+        signal.signal(signal.SIGINT, run.old_handler)
         teardown_distributed()
 
 
-def run_command(main, script='gpt.py'):
+def run_command(main, script=os.path.basename(__file__)):
     """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
     try:
         main(sys.argv[1:])

@@ -374,19 +374,18 @@ def main(argv):
         comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
         return print('\n'.join([__doc__.strip(), '', 'options (--name=value), with their defaults:'] +
                                 [f"  {f'--{k}={v}':<26} {comments.get(k, '')}".rstrip() for k, v in OPTIONS.items()]))
-    cfg, _ = gpt.parse_args(argv, OPTIONS, 'exercises/calculator.py')
-    gpt.check_config({**gpt.HYPERPARAMETERS, **cfg}) # the options gpt.py has too, checked as gpt.py checks them
-    if not 1 <= cfg['n_digits'] <= 9:
-        raise UsageError(f"--n_digits={cfg['n_digits']} must be 1 to 9 (a*b must fit in 64 bits)")
-    if not cfg['ops'] or set(cfg['ops']) - set(OPS) or len(set(cfg['ops'])) < len(cfg['ops']):
-        raise UsageError(f"--ops={cfg['ops']!r} must be some of {OPS!r}, each once")
-    if not 1 <= cfg['held_out'] <= 50:
-        raise UsageError(f"--held_out={cfg['held_out']} must be a percentage from 1 to 50")
-    if not 0 <= cfg['slips'] < 1:
-        raise UsageError(f"--slips={cfg['slips']} must be in [0, 1)")
-    if cfg['eval_problems'] <= 0:
-        raise UsageError(f"--eval_problems={cfg['eval_problems']} must be positive")
-    c = SimpleNamespace(**cfg)
+    c, _ = gpt.parse_args(argv, OPTIONS, 'exercises/calculator.py')
+    gpt.check_config(SimpleNamespace(**{**gpt.HYPERPARAMETERS, **vars(c)})) # the options gpt.py has, as it checks them
+    if not 1 <= c.n_digits <= 9:
+        raise UsageError(f"--n_digits={c.n_digits} must be 1 to 9 (a*b must fit in 64 bits)")
+    if not c.ops or set(c.ops) - set(OPS) or len(set(c.ops)) < len(c.ops):
+        raise UsageError(f"--ops={c.ops!r} must be some of {OPS!r}, each once")
+    if not 1 <= c.held_out <= 50:
+        raise UsageError(f"--held_out={c.held_out} must be a percentage from 1 to 50")
+    if not 0 <= c.slips < 1:
+        raise UsageError(f"--slips={c.slips} must be in [0, 1)")
+    if c.eval_problems <= 0:
+        raise UsageError(f"--eval_problems={c.eval_problems} must be positive")
     if c.ask or '--ask' in argv:
         take_problems(c, interactive='--ask' in argv)
     else:

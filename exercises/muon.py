@@ -29,8 +29,9 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2):
     the rest (lookups, the read-out and the vectors, as gpt.py decays them)."""
     hidden = [p for n, p in model.named_parameters() if n.startswith('blocks.') and p.dim() == 2]
     adamw = configure_adamw(model, learning_rate, weight_decay, beta2, exclude=hidden)
-    # Newton-Schulz in bf16 on a GPU that has it, as torch.optim.Muon; on a CPU without AMX bf16 made the step slower
-    on_gpu = hidden[0].is_cuda and gpt.gpu_has_bf16(hidden[0].device)
+    # Newton-Schulz in bf16 on a GPU that has it (compute capability 8.0 on: torch.cuda.is_bf16_supported() says True
+    # on a T4 too, which emulates it), as torch.optim.Muon; on a CPU without AMX bf16 made the step slower
+    on_gpu = hidden[0].is_cuda and torch.cuda.get_device_capability(hidden[0].device)[0] >= 8
     # lr_scale: gpt.py's schedule gives this group that multiple of AdamW's rate (Run.before_update)
     muon = Muon([{'params': hidden, 'lr_scale': MUON_LR_SCALE}], lr=MUON_LR_SCALE * learning_rate,
                 weight_decay=weight_decay, ns_dtype=torch.bfloat16 if on_gpu else torch.float32)

@@ -1,6 +1,7 @@
 """One optimizer step where each rank takes its share of a fixed batch (used by test_ddp.py, under torchrun)."""
 import os
 import sys
+import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -36,5 +37,9 @@ if __name__ == '__main__':
     if rank == 0:
         torch.save(step, sys.argv[1])
     gpt.teardown_distributed() # gpt.py's own ending: without it a rank can abort at exit
+    for _ in range(100): # a thread the process group let go of may take a moment to end (on a busy machine)
+        if threads() <= before:
+            break
+        time.sleep(0.02)
     with open(f'{sys.argv[1]}.threads{rank}', 'w') as f: # how many threads the process group left behind
         f.write(f'{threads() - before}\n')

@@ -101,7 +101,7 @@ def train_stage(stage):
     seconds = time.time() - t0
     losses = gpt.estimate_loss(model, {'train': train_data, 'val': val_data}, EVAL_ITERS, BATCH_SIZE, BLOCK_SIZE, 'cpu')
     return dict(stage=name, chapter=chapter, lecture=lecture, train=losses['train'], val=losses['val'],
-                whole_val=gpt.whole_split_loss(model, val_data, BLOCK_SIZE),
+                whole_val=gpt.whole_split_loss(model.eval(), val_data, BLOCK_SIZE),
                 params=sum(p.numel() for p in model.parameters()), seconds=seconds)
 
 
@@ -134,7 +134,7 @@ def scaled_up(*overrides, device='cuda'):
         _, val_data = gpt.split_data(gpt.load_text(INPUT, gpt.data_url), gpt.tokenizer(ckpt['chars'])[0])
         with open(os.path.join(tmp, 'gpt.csv')) as f:
             last = f.read().split()[-1].split(',') # step,train_loss,val_loss,elapsed_s of the last evaluation
-        return float(last[2]), gpt.whole_split_loss(model.to(device), val_data.to(device), c['block_size']), \
+        return float(last[2]), gpt.whole_split_loss(model.to(device).eval(), val_data.to(device), c['block_size']), \
             sum(p.numel() for p in model.parameters()), seconds
 
 

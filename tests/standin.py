@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.optim import optimizer as optim # (torch.optim.optimizer: deleted from torch.optim's names)
 from torch.overrides import TorchFunctionMode, resolve_name
-from torch.utils._pytree import tree_flatten, tree_map
 
 # calls that move data between devices, as they may
 CROSSING = {torch.Tensor.copy_, torch.Tensor.to, torch._has_compatible_shallow_copy_type}
@@ -36,8 +35,9 @@ class OnMeta(TorchFunctionMode):
             return torch.device(self.kind, 0) if self.kind == 'cuda' else torch.device(self.kind)
         if func == torch.Tensor.is_cuda.__get__ and args[0].is_meta:
             return self.kind == 'cuda'
-        args, kwargs = tree_map(self.device, args), tree_map(self.device, kwargs or {})
-        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        args, kwargs = tuple(map(self.device, args)), {k: self.device(v) for k, v in (kwargs or {}).items()}
+        tensors = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else (a,))
+                   if isinstance(t, torch.Tensor)] # (lists of tensors: torch.cat's, the optimizers' foreach)
         if any(t.is_meta for t in tensors):
             to_cpu = func is torch.Tensor.to and any(a in ('cpu', torch.device('cpu')) for a in (*args[1:], *kwargs.values()))
             if (func in READS or to_cpu) and args[0].is_meta: # no data: zeros

@@ -17,6 +17,8 @@ from exercises import calculator
 sys.path.insert(0, os.path.join(ROOT, 'exercises'))
 import muon # noqa: E402
 
+# loading a CPU checkpoint into the stand-in's weights copies nothing (meta holds no data): it says so every time
+pytestmark = pytest.mark.filterwarnings('ignore:.*copying from a non-meta parameter')
 ON_CPU = [a for a in TINY_GPT if not a.startswith('--device')]
 A100, T4 = (8, 0), (7, 5)
 
@@ -37,20 +39,21 @@ def on_the_device(ckpt_path):
 
 def train_on(device, tmp_path, *args):
     gpt.main([*ON_CPU, f'--device={device}', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpu.pt',
-              '--max_iters=3', '--eval_interval=2', *args])
+              '--max_iters=3', '--eval_interval=2', '--max_new_tokens=3', *args])
     return tmp_path / 'gpu.pt'
 
 
 @pytest.mark.parametrize('gpu, dtype', [(A100, 'bfloat16'), (T4, 'float16'), (A100, 'float32')], indirect=['gpu'],
                          ids=['A100 auto bf16', 'T4 auto float16', 'float32'])
 def test_gpt_trains_evaluates_saves_and_samples_on_a_gpu_in_each_dtype(gpu, dtype, tmp_path, capsys):
-    ckpt = train_on('cuda', tmp_path, *(['--dtype=float32'] if dtype == 'float32' else []))
+    ckpt = train_on('cuda', tmp_path, '--eval_sample=5', *(['--dtype=float32'] if dtype == 'float32' else []))
     out = capsys.readouterr().out
     assert f'dtype={dtype}' in out and 'step 2: train loss' in out and 'val loss on the whole val split' in out
+    assert out.count('  writes: ') == 2 # what the model writes at each evaluation, drawn on the GPU too
     assert on_the_device(ckpt)
 
 
-@pytest.mark.parametrize('gpu', [A100, T4], indirect=True)
+@pytest.mark.parametrize('gpu', [T4], indirect=True) # float16: its loss scale restored too
 def test_resume_and_sample_read_a_cpu_checkpoint_on_a_gpu(cpu_ckpt, gpu, tmp_path, capsys):
     (tmp_path / 'gpu.pt').write_bytes(cpu_ckpt.read_bytes())
     ckpt = train_on('cuda', tmp_path, '--resume', '--max_iters=5')
@@ -81,9 +84,10 @@ def test_bigram_trains_and_samples_on_a_gpu(gpu, capsys):
 def test_muon_trains_on_a_gpu_in_bf16_only_where_the_gpu_has_it(gpu, ns_dtype, tmp_path, capsys):
     model = gpt.GPTLanguageModel(20, 16, 32, 2, 2).to('cuda')
     assert muon.configure_optimizer(model, 1e-3, 0.1, 0.99).optimizers['muon'].ns_dtype == ns_dtype
-    muon.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/muon.pt',
-               '--max_iters=3', '--eval_interval=2'])
-    assert on_the_device(tmp_path / 'muon.pt')
+    if ns_dtype == torch.bfloat16: # (a run on one of them is enough)
+        muon.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/muon.pt',
+                   '--max_iters=3', '--eval_interval=2'])
+        assert on_the_device(tmp_path / 'muon.pt')
 
 
 @pytest.fixture(scope='module')
@@ -125,7 +129,7 @@ def test_the_final_sample_runs_the_code_sample_runs_at_its_precision(cpu_ckpt, g
 
 @pytest.mark.parametrize('script', [gpt, bigram], ids=['gpt.py', 'bigram.py'])
 @pytest.mark.parametrize('device, words', [
-    ('cuda:1', '--device=cuda:1 is not on this machine (its GPUs: cuda:0 to cuda:0); use --device=cpu'),
+    ('cuda:1', '--device=cuda:1 is not on this machine; use --device=cuda'),
     ('mps:0', '--device=mps:0 is not on this machine; use --device=cpu'),
     ('cuda:first', "--device='cuda:first' must be 'cuda', 'cuda:N', 'mps' or 'cpu'"),
 ])

@@ -1,5 +1,6 @@
 """The scripts end to end, as a learner runs them: real subprocesses, real files, a real HTTP server."""
 import http.server
+import inspect
 import math
 import os
 import re
@@ -227,3 +228,9 @@ def test_bigram_prints_a_progress_line_in_a_log(tiny_text, monkeypatch, capsys):
     out = capsys.readouterr()
     assert re.findall(r'^step (\d)/3 \| \d+ it/s \| 0m\d\ds left$', out.err, re.M) == ['1', '2', '3'], out.err
     assert 'step 1/3' not in out.out # on stderr: the lecture's lines alone on stdout
+
+
+@pytest.mark.parametrize('name', ['UsageError', 'parse_args', 'check_device', 'load_text', 'run_command'])
+def test_both_scripts_share_the_code_of_their_command_line_and_download(name):
+    # each script stands alone, so this code is in both: one behaviour, the same lines, kept so here
+    assert inspect.getsource(getattr(gpt, name)) == inspect.getsource(getattr(bigram, name))

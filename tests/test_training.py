@@ -1,4 +1,5 @@
 """The training run as gpt.py's main() runs it: what the loop really does, not what its helpers would do alone."""
+import importlib.util
 import os
 import re
 import shutil
@@ -79,7 +80,7 @@ def test_training_runs_under_autocast_where_it_is_on(dtype, tmp_path, capsys):
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         run_in_process(tmp_path, '--max_iters=3', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2',
-                       f'--dtype={dtype}')
+                       f'--dtype={dtype}', '--eval_sample=0')
     finally:
         handle.remove()
     train = [dtype for training, targets, dtype in seen if training and targets]
@@ -177,12 +178,12 @@ def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkey
     ('auto', 'cpu', {'n_layer': 2, 'learning_rate': 1e-3}, dict(small=True, n_layer=2, learning_rate=1e-3)),
 ])
 def test_config_chooses_the_small_values_and_keeps_what_was_given(config, device, given, expect):
-    cfg = dict(gpt.HYPERPARAMETERS, config=config, device=device, **given)
-    which, notes = gpt.choose_config(cfg, set(given))
+    c = gpt.SimpleNamespace(**dict(gpt.HYPERPARAMETERS, config=config, device=device, **given))
+    which, notes = gpt.choose_config(c, set(given))
     assert which == ('small' if expect.pop('small') else 'lecture')
     for name in gpt.small:
         want = expect.get(name, gpt.small[name] if which == 'small' else gpt.LECTURE[name])
-        assert cfg[name] == want, name
+        assert getattr(c, name) == want, name
     assert not any('as edited' in note for note in notes) and not any(name in ''.join(notes) for name in given)
 
 
@@ -303,12 +304,43 @@ def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training
     assert losses['edited'] < losses['shipped'] - 1.0, losses
 
 
-def test_the_shipped_attention_runs_on_the_fused_kernel():
-    # if this fails after a change to MultiHeadAttention, check that FusedAttention computes what it computes, then
-    # set SHIPPED_ATTENTION to the new fingerprint
-    assert gpt.fingerprint(gpt.MultiHeadAttention) == gpt.SHIPPED_ATTENTION
+MHA = "        wei = q @ k.transpose(-2,-1) * k.shape[-1]**-0.5 # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)\n"
+EDITS = { # a learner's edits of MultiHeadAttention.forward: (the line as shipped, what it becomes)
+    'mask removed': ("        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n", ''),
+    'scaled by C': (MHA, MHA.replace('k.shape[-1]**-0.5', 'C**-0.5')),
+    'dropout moved': ("        wei = self.attn_dropout(wei)\n        out = wei @ v",
+                      "        out = wei @ self.attn_dropout(v)"),
+    'q and k swapped': ("        q, k, v = self.qkv(x).chunk(3, dim=-1)", "        k, q, v = self.qkv(x).chunk(3, dim=-1)"),
+    'wei renamed': None, # the same computation
+}
+
+
+@pytest.mark.parametrize('edit', EDITS)
+def test_an_edited_attention_runs_as_written_and_the_same_computation_runs_fused(edit, tmp_path, capsys):
+    # part two checks what MultiHeadAttention computes against the fused kernel, on a probe, in eval and training
+    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
+    start, end = source.index('class MultiHeadAttention'), source.index('class FeedForward')
+    if EDITS[edit]:
+        old, new = EDITS[edit]
+        assert source[start:end].count(old) == 1
+        source = source[:start] + source[start:end].replace(old, new) + source[end:]
+    else:
+        source = source[:start] + source[start:end].replace('wei', 'att') + source[end:]
+    (tmp_path / 'edited.py').write_text(source, encoding='utf-8')
+    spec = importlib.util.spec_from_file_location('edited', tmp_path / 'edited.py')
+    edited = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(edited)
+    model = edited.GPTLanguageModel(11, 16, 24, 3, 2)
+    before = torch.get_rng_state()
+    edited.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None)
+    assert torch.equal(torch.get_rng_state(), before) # the probe leaves the run's random numbers as they were
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, edited.MultiHeadAttention)}
+    said = 'MultiHeadAttention is edited: it runs as written, without the fused kernel' in capsys.readouterr().out
+    assert (kinds, said) == (({'FusedAttention'}, False) if edit == 'wei renamed' else ({'MultiHeadAttention'}, True))
+
+
+def test_the_shipped_attention_runs_on_the_fused_kernel(capsys):
     model = gpt.GPTLanguageModel(11, 16, 32, 2, 2)
-    notes = []
-    gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, notes)
+    gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None)
     assert {type(m) for m in model.modules() if isinstance(m, gpt.MultiHeadAttention)} == {gpt.FusedAttention}
-    assert notes == []
+    assert capsys.readouterr().out == ''

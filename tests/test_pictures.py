@@ -1,0 +1,124 @@
+"""What the model learned, shown: each head's attention over a prompt, the characters' embeddings, and what the
+model writes at every evaluation."""
+import importlib.util
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gpt
+from conftest import ROOT, TINY, TINY_GPT
+
+PROMPT = 'First Citizen:\nBefore we'
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp('pictures') / 'gpt.pt'
+    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={path}', '--max_iters=30', '--eval_interval=100',
+              '--learning_rate=1e-2', '--max_new_tokens=0', '--eval_sample=0'])
+    return path
+
+
+def model_from(path, module=gpt):
+    ckpt = gpt.load_checkpoint(str(path))
+    c = ckpt['config']
+    model = module.GPTLanguageModel(len(ckpt['chars']), c['block_size'], c['n_embd'], c['n_head'], c['n_layer'])
+    model.load_state_dict(ckpt['model'])
+    return model, gpt.tokenizer(ckpt['chars'])[0]
+
+
+def test_the_attention_drawn_is_each_heads_wei_causal_and_summing_to_one(ckpt):
+    model, encode = model_from(ckpt)
+    idx = torch.tensor([encode(PROMPT[:16])])
+    wei = gpt.attention_weights(model.eval(), idx)
+    assert wei.shape == (2, 2, 16, 16) # (n_layer, n_head, T, T)
+    assert torch.allclose(wei.sum(-1), torch.ones(2, 2, 16), atol=1e-5) # each row a softmax
+    assert torch.all(wei.triu(1) == 0) # nothing read from the future
+    assert torch.all(wei[:, :, 0, 0] == 1) and wei.var(-1).sum() > 0 # the first reads itself; the rest choose
+    # the first block's, recomputed from its weights as part one does: wei = softmax(mask(q @ k^T * hs**-0.5))
+    sa = model.blocks[0].sa
+    x = model.blocks[0].ln1(model.token_embedding_table(idx) + model.position_embedding_table(torch.arange(16)))
+    q, k, _ = sa.qkv(x).chunk(3, dim=-1)
+    q, k = (t.view(1, 16, 2, 16).transpose(1, 2) for t in (q, k))
+    scores = (q @ k.transpose(-2, -1) * 16**-0.5).masked_fill(torch.ones(16, 16).tril() == 0, float('-inf'))
+    assert torch.allclose(wei[0], scores.softmax(-1)[0], atol=1e-5)
+
+
+def test_a_gpt_py_without_the_mask_draws_weight_on_the_future(ckpt, tmp_path):
+    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
+    mask = "        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n"
+    (tmp_path / 'unmasked.py').write_text(source.replace(mask, ''), encoding='utf-8')
+    spec = importlib.util.spec_from_file_location('unmasked', tmp_path / 'unmasked.py')
+    unmasked = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unmasked)
+    model, encode = model_from(ckpt, unmasked)
+    wei = unmasked.attention_weights(model.eval(), torch.tensor([encode(PROMPT[:16])]))
+    assert wei.triu(1).sum(-1)[..., :-1].min() > 0.01 # every row but the last reads from positions after its own
+    assert torch.allclose(wei.sum(-1), torch.ones_like(wei.sum(-1)), atol=1e-5)
+
+
+def test_the_embedding_picture_places_each_character_by_the_tables_two_principal_components(ckpt):
+    model, _ = model_from(ckpt)
+    table = model.token_embedding_table.weight.detach().numpy().astype(np.float64)
+    points = gpt.embedding_points(model).numpy()
+    centred = table - table.mean(0)
+    _, s, vt = np.linalg.svd(centred)
+    expected = centred @ vt[:2].T
+    signs = np.sign((points * expected).sum(0)) # a component's sign is arbitrary
+    assert np.allclose(points, expected * signs, atol=1e-4)
+    assert np.allclose(points.var(0, ddof=0), s[:2] ** 2 / len(table), rtol=1e-3) # the most spread of any two
+
+
+def test_sample_with_attention_writes_both_pictures_and_says_where(ckpt, capsys):
+    gpt.main(['--sample', '--attention', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10'])
+    out, err = capsys.readouterr()
+    base = os.path.splitext(ckpt)[0]
+    assert err.split() == [base + '-attention.png', base + '-embedding.png']
+    for path in err.split():
+        assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n' and 10_000 < os.path.getsize(path) < 300_000
+    assert out.startswith(PROMPT) and len(out) == len(PROMPT) + 10 + 1 # and the sample, as without --attention
+    gpt.main(['--sample', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10'])
+    assert capsys.readouterr().out == out
+
+
+def test_without_matplotlib_attention_says_how_to_install_it_in_one_line_and_training_goes_on(ckpt, tmp_path,
+                                                                                                   monkeypatch, capsys):
+    for name in ('matplotlib', 'matplotlib.pyplot'): # as if not installed: importing it fails
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(sys, 'argv', ['gpt.py', '--sample', '--attention', f'--ckpt_path={ckpt}', '--prompt=First'])
+    with pytest.raises(SystemExit) as e:
+        gpt.run_command(gpt.main)
+    assert e.value.code == 1 and capsys.readouterr() == ('', 'gpt.py: error: --attention draws with matplotlib, which '
+                                                             'is not installed: pip install matplotlib\n')
+    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=2'])
+    assert 'trained in' in capsys.readouterr().out and not (tmp_path / 'gpt.png').exists() # no loss picture, no error
+
+
+def test_attention_needs_a_prompt(ckpt, capsys):
+    with pytest.raises(gpt.UsageError, match="--attention draws the attention over --prompt: give one"):
+        gpt.main(['--sample', '--attention', f'--ckpt_path={ckpt}'])
+
+
+def writing(tmp_path, *args):
+    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=21',
+              '--eval_interval=10', '--max_new_tokens=0', *args])
+
+
+def test_each_evaluation_shows_what_the_model_writes_and_the_training_is_the_same_without(tmp_path, capsys):
+    writing(tmp_path, '--eval_sample=30')
+    out = capsys.readouterr().out
+    steps = re.findall(r'^step \d+: .*$', out, re.M)
+    lines = re.findall(r'^step \d+: .*\n  writes: (.*)$', out, re.M)
+    assert len(steps) == len(lines) == 3 and all(len(line) == 30 and '\n' not in line for line in lines)
+    assert lines[0] != lines[-1] # it learns
+    writing(tmp_path, '--eval_sample=30')
+    assert re.findall(r'^  writes: (.*)$', capsys.readouterr().out, re.M) == lines # the same seed, the same lines
+    writing(tmp_path, '--eval_sample=0')
+    quiet = capsys.readouterr().out
+    assert 'writes:' not in quiet and re.findall(r'^step \d+: .*$', quiet, re.M) == steps # the same losses
+    writing(tmp_path, '--eval_sample=30', '--seed=7')
+    assert re.findall(r'^  writes: (.*)$', capsys.readouterr().out, re.M)[0] != lines[0]
