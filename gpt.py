@@ -574,7 +574,7 @@ class Run:
 
     def request_stop(self, signum, frame):
         self.stop_requested = True
-        signal.signal(signal.SIGINT, self.old_handler) # a second Ctrl-C stops at once
+        signal.signal(signal.SIGINT, signal.default_int_handler) # a second Ctrl-C stops at once
 
     def after_eval(self, iter, losses):
         """Appends to the history, saves a better checkpoint, shows what the model writes now."""

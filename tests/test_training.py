@@ -142,6 +142,14 @@ def test_a_log_gets_a_progress_line(tmp_path, monkeypatch, capsys):
     assert lines == ['1', '2', '3', '4'], err
 
 
+def test_the_time_left_never_goes_below_zero_once_max_time_has_run_out(tmp_path, monkeypatch, capsys):
+    # max_time ends the run one evaluation and step after it runs out: those steps' lines said -1m59s left
+    monkeypatch.setattr(gpt, 'PROGRESS_EVERY', 0)
+    run_in_process(tmp_path, '--max_time=0.3', '--max_iters=100000', '--eval_interval=100000', '--max_new_tokens=0')
+    left = re.findall(r'^step \d+/100000 \| .* \| (-?\d+)m(\d\d)s left$', capsys.readouterr().err, re.M)
+    assert len(left) > 2 and left[-1] == ('0', '00') and all(m[0] == '0' for m in left), left
+
+
 def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkeypatch, capsys):
     saves = []
     save = gpt.save_checkpoint
