@@ -399,12 +399,11 @@ def usage(): # --help: the docstring's commands, then every hyperparameter with 
 
 
 def check_config(c):
-    for names, bad, need in ((('batch_size', 'block_size', 'max_iters', 'eval_interval', 'eval_iters', 'n_embd',
-                               'n_head', 'n_layer', 'bench_iters', 'learning_rate', 'temperature'), lambda v: v <= 0,
-                              'positive'), (('max_new_tokens', 'warmup_iters', 'weight_decay', 'grad_clip', 'max_time',
-                                             'top_k', 'eval_sample'), lambda v: v < 0, '0 or more'),
-                             (('dropout', 'beta2'), lambda v: not 0 <= v < 1, 'in [0, 1)')):
-        for name in names:
+    for names, bad, need in (('batch_size block_size max_iters eval_interval eval_iters n_embd n_head n_layer '
+                              'bench_iters learning_rate temperature', lambda v: v <= 0, 'positive'),
+                             ('max_new_tokens warmup_iters weight_decay grad_clip max_time top_k eval_sample',
+                              lambda v: v < 0, '0 or more'), ('dropout beta2', lambda v: not 0 <= v < 1, 'in [0, 1)')):
+        for name in names.split():
             if bad(getattr(c, name)):
                 raise UsageError(f"--{name}={getattr(c, name)} must be {need}")
     if not 0 <= c.min_lr <= c.learning_rate:
@@ -545,29 +544,30 @@ class Run:
         self.best_val_loss, self.stopped_by = ckpt['best_val_loss'] if ckpt else float('inf'), 'max_iters'
         self.history = os.path.splitext(c.ckpt_path)[0] + '.csv'
         self.tokens_per_iter = c.batch_size * c.block_size * world_size
-        # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
-        self.stop_requested, self.old_handler = False, signal.signal(signal.SIGINT, self.request_stop)
+        self.stop_requested, self.old_handler = False, signal.getsignal(signal.SIGINT)
 
     def begin(self, model, optimizer, chars):
         """The first lines, the checkpoint or --init_from, speed-ups, several processes: the model, the start."""
         c = self.c
-        print(*self.first_lines, sep='\n  ', flush=True)
         self.raw_model, self.optimizer, self.chars, self.decode = model, optimizer, chars, tokenizer(chars)[1]
         check_prompt(c.prompt, chars) # now, not after the training
         self.scaler = torch.amp.GradScaler(c.device.split(':')[0], enabled=c.dtype == 'float16')
         if self.ckpt:
             restore(self.ckpt, model, optimizer, self.scaler, chars, c)
         if self.init:
-            print(' ', init_weights(model, self.init, chars, c.init_from))
+            self.first_lines.append(init_weights(model, self.init, chars, c.init_from))
         if self.ckpt or self.rank:
             torch.manual_seed(c.seed + self.rank + self.start) # each rank its own batches, a resumed run fresh ones
-        model = speed_up(model, c, self.scaler)
+        model = speed_up(model, c, self.scaler, self.first_lines)
         if self.world_size > 1: # (the only buffers are the constant causal masks: none to broadcast)
             model = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False, device_ids=[
                 int(c.device.split(':')[1])] if c.device.startswith('cuda') else None)
         if not self.rank and not c.bench and (not self.ckpt or not os.path.exists(self.history)): # (resumed: appends)
             with open(self.history, 'w') as f:
                 f.write('step,train_loss,val_loss,elapsed_s\n')
+        if not c.bench: # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
+            signal.signal(signal.SIGINT, self.request_stop)
+        print(*self.first_lines, sep='\n  ', flush=True)
         self.t0 = self.shown = time.time()
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between progress lines (a log: fewer)
         return model, self.start
@@ -712,8 +712,7 @@ def attention_weights(model, idx):
 
 def embedding_points(model):
     """Each character's row of the token embedding table, projected on the table's first two principal components."""
-    table = model.token_embedding_table.weight.detach().cpu().float()
-    centred = table - table.mean(0)
+    centred = (table := model.token_embedding_table.weight.detach().cpu().float()) - table.mean(0)
     return centred @ torch.linalg.svd(centred, full_matrices=False)[2][:2].T # (vocab_size, 2)
 
 
@@ -725,8 +724,7 @@ def draw_pictures(model, prompt, chars, encode, c):
     fig, axes = plt.subplots(layers, heads, figsize=(side * heads, side * layers), squeeze=False, layout='constrained')
     for (layer, head), ax in np.ndenumerate(axes):
         ax.imshow(wei[layer, head], cmap='Blues', vmin=0, vmax=1)
-        ax.set_xticks(range(T), shown, fontsize=7)
-        ax.set_yticks(range(T), shown, fontsize=7)
+        ax.set_xticks(range(T), shown, fontsize=7); ax.set_yticks(range(T), shown, fontsize=7)
         ax.set_title(f'block {layer}, head {head}', fontsize=9)
     fig.supxlabel('the characters it reads from'); fig.supylabel('the character that reads')
     fig.savefig(base + '-attention.png', dpi=80)
@@ -745,26 +743,27 @@ def draw_pictures(model, prompt, chars, encode, c):
 # ------------
 # speed: the same model, computed faster
 
-def speed_up(model, c, scaler):
-    """The model to train: fused attention, autocast to c.dtype, torch.compile, each computing what part one says. An
-    edited MultiHeadAttention runs fused only if it computes what FusedAttention does, on a probe (below)."""
+def speed_up(model, c, scaler, notes):
+    """The model to train: fused attention, autocast, torch.compile, each computing what part one says. An edited
+    MultiHeadAttention runs fused only if it has no weights of its own and computes what FusedAttention does."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
     try: # in eval mode and in training: there the CPU's kernel drops the weights nn.Dropout would, under one seed
         with torch.random.fork_rng(devices=[]): # the run's random numbers stay as they were
-            probe, x, outs = MultiHeadAttention(24, 3, 8, 12, 0.25), torch.randn(2, 10, 24), []
+            probe, x, outs = MultiHeadAttention(24, 3, 8, 32, 0.25), torch.randn(2, 32, 24), []
             for training, kind in ((False, MultiHeadAttention), (False, FusedAttention), (True, MultiHeadAttention),
                                    (True, FusedAttention)):
                 probe.__class__ = kind
                 torch.manual_seed(0)
                 outs.append(probe.train(training)(x))
-        fused = torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[2], outs[3], atol=1e-5)
+        fused = torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[2], outs[3], atol=1e-5) and \
+            {name for name, _ in probe.named_parameters()} == {'qkv.weight', 'proj.weight', 'proj.bias'}
     except Exception: # an edit FusedAttention cannot run (projections of its own, say)
         fused = False
     for module in model.modules():
         if fused and type(module) is MultiHeadAttention:
             module.__class__ = FusedAttention
     if not fused:
-        print("  MultiHeadAttention is edited: it runs as written, without the fused kernel")
+        notes.append("MultiHeadAttention is edited: it runs as written, without the fused kernel")
     model = torch.compile(model) if c.compile else model
     return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
 
@@ -798,18 +797,19 @@ class Autocast(nn.Module):
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
 
 def setup_distributed(c):
-    """(rank, world_size); joins the process group when torchrun's environment is present."""
-    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
+    """(rank, world_size); the run's GPU made current (the writes line puts its random state back); torchrun's."""
+    torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
+    if torchrun and c.device.startswith('mps'):
+        raise UsageError("torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors; run one process "
+                         "(python gpt.py), or pass --device=cpu")
+    if c.device.startswith('cuda') and (torchrun or ':' in c.device):
+        c.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torchrun else c.device
+        torch.cuda.set_device(c.device)
+    if not torchrun:
         return 0, 1
     # imported before the process group exists, not by DDP after it: its functions' defaults (group=group.WORLD) would
     # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
     import torch.distributed.nn.functional
-    if c.device.startswith('mps'):
-        raise UsageError("torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors; run one process "
-                         "(python gpt.py), or pass --device=cpu")
-    if c.device.startswith('cuda'):
-        c.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        torch.cuda.set_device(c.device)
     torch.distributed.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo')
     return int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
 

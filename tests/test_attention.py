@@ -126,7 +126,7 @@ def test_the_fused_attention_of_part_two_equals_the_lectures():
     model = tiny_model(dropout=1e-9)
     x = torch.randint(11, (3, 16))
     lecture = model(x)[0]
-    fast = gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None)
+    fast = gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, [])
     assert gpt.FusedAttention in {type(m) for m in fast.modules()}
     assert gpt.MultiHeadAttention not in {type(m) for m in fast.modules()}
     assert torch.allclose(fast.eval()(x)[0], lecture, atol=1e-5)
@@ -136,7 +136,7 @@ def test_the_fused_attention_of_part_two_equals_the_lectures():
 def test_tokens_from_the_future_cannot_communicate_in_training_either():
     # the training path (the fused kernel of part two, dropout on): the same masks, a different future
     model = gpt.speed_up(tiny_model(dropout=0.5).train(), gpt.SimpleNamespace(device='cpu', compile=False,
-                                                                            dtype='float32'), None)
+                                                                            dtype='float32'), None, [])
     idx = torch.randint(11, (2, 16))
     changed = idx.clone()
     changed[:, 9:] = (idx[:, 9:] + 1) % 11

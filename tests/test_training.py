@@ -313,42 +313,48 @@ def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training
 
 
 MHA = "        wei = q @ k.transpose(-2,-1) * k.shape[-1]**-0.5 # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)\n"
-EDITS = { # a learner's edits of MultiHeadAttention.forward: (the line as shipped, what it becomes)
-    'mask removed': ("        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n", ''),
-    'scaled by C': (MHA, MHA.replace('k.shape[-1]**-0.5', 'C**-0.5')),
-    'dropout moved': ("        wei = self.attn_dropout(wei)\n        out = wei @ v",
-                      "        out = wei @ self.attn_dropout(v)"),
-    'q and k swapped': ("        q, k, v = self.qkv(x).chunk(3, dim=-1)", "        k, q, v = self.qkv(x).chunk(3, dim=-1)"),
+EDITS = { # a learner's edits of MultiHeadAttention: [(a line as shipped, what it becomes)]
+    'mask removed': [("        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n",
+                      '')],
+    'scaled by C': [(MHA, MHA.replace('k.shape[-1]**-0.5', 'C**-0.5'))],
+    'dropout moved': [("        wei = self.attn_dropout(wei)\n        out = wei @ v",
+                       "        out = wei @ self.attn_dropout(v)")],
+    'q and k swapped': [("        q, k, v = self.qkv(x).chunk(3, dim=-1)",
+                         "        k, q, v = self.qkv(x).chunk(3, dim=-1)")],
+    'a learned bias, zero at first': [ # computes the same on the probe, until it trains
+        ("        self.proj = nn.Linear(num_heads * head_size, n_embd)\n",
+         "        self.proj = nn.Linear(num_heads * head_size, n_embd)\n"
+         "        self.bias = nn.Parameter(torch.zeros(block_size, block_size))\n"),
+        (MHA, MHA + "        wei = wei + self.bias[:T, :T]\n")],
     'wei renamed': None, # the same computation
 }
 
 
 @pytest.mark.parametrize('edit', EDITS)
-def test_an_edited_attention_runs_as_written_and_the_same_computation_runs_fused(edit, tmp_path, capsys):
+def test_an_edited_attention_runs_as_written_and_the_same_computation_runs_fused(edit, tmp_path):
     # part two checks what MultiHeadAttention computes against the fused kernel, on a probe, in eval and training
     source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
     start, end = source.index('class MultiHeadAttention'), source.index('class FeedForward')
-    if EDITS[edit]:
-        old, new = EDITS[edit]
-        assert source[start:end].count(old) == 1
-        source = source[:start] + source[start:end].replace(old, new) + source[end:]
-    else:
-        source = source[:start] + source[start:end].replace('wei', 'att') + source[end:]
-    (tmp_path / 'edited.py').write_text(source, encoding='utf-8')
+    cls = source[start:end]
+    for old, new in EDITS[edit] or [('wei', 'att')]:
+        assert EDITS[edit] is None or cls.count(old) == 1
+        cls = cls.replace(old, new)
+    (tmp_path / 'edited.py').write_text(source[:start] + cls + source[end:], encoding='utf-8')
     spec = importlib.util.spec_from_file_location('edited', tmp_path / 'edited.py')
     edited = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(edited)
-    model = edited.GPTLanguageModel(11, 16, 24, 3, 2)
+    model, notes = edited.GPTLanguageModel(11, 16, 24, 3, 2), []
     before = torch.get_rng_state()
-    edited.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None)
+    edited.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, notes)
     assert torch.equal(torch.get_rng_state(), before) # the probe leaves the run's random numbers as they were
     kinds = {type(m).__name__ for m in model.modules() if isinstance(m, edited.MultiHeadAttention)}
-    said = 'MultiHeadAttention is edited: it runs as written, without the fused kernel' in capsys.readouterr().out
+    said = notes == ['MultiHeadAttention is edited: it runs as written, without the fused kernel']
     assert (kinds, said) == (({'FusedAttention'}, False) if edit == 'wei renamed' else ({'MultiHeadAttention'}, True))
 
 
-def test_the_shipped_attention_runs_on_the_fused_kernel(capsys):
+def test_the_shipped_attention_runs_on_the_fused_kernel():
     model = gpt.GPTLanguageModel(11, 16, 32, 2, 2)
-    gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None)
+    notes = []
+    gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, notes)
     assert {type(m) for m in model.modules() if isinstance(m, gpt.MultiHeadAttention)} == {gpt.FusedAttention}
-    assert capsys.readouterr().out == ''
+    assert notes == []
