@@ -643,10 +643,10 @@ class Run:
     def end(self, val_data):
         c = self.c
         signal.signal(signal.SIGINT, self.old_handler)
+        torch.set_float32_matmul_precision('highest') # what follows runs part one's code in float32, as --sample does
         if c.bench: # the time since the second step, synchronised at the last
             dt = (time.perf_counter() - self.t0) / c.bench_iters
             return print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
-        torch.set_float32_matmul_precision('highest') # what follows runs part one's code in float32, as --sample does
         for module in self.raw_model.eval().modules():
             if type(module) is FusedAttention: # speed_up's, undone
                 module.__class__ = MultiHeadAttention

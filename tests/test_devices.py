@@ -68,6 +68,14 @@ def test_init_from_starts_a_gpu_run_from_a_cpu_checkpoint(cpu_ckpt, gpu, tmp_pat
     assert f'weights from {cpu_ckpt}' in capsys.readouterr().out and on_the_device(ckpt)
 
 
+def test_attention_pictures_from_a_gpu(cpu_ckpt, gpu, tmp_path, capsys):
+    (tmp_path / 'gpu.pt').write_bytes(cpu_ckpt.read_bytes())
+    gpt.main(['--sample', '--attention', '--device=cuda', f'--ckpt_path={tmp_path}/gpu.pt', '--prompt=First',
+              '--max_new_tokens=2'])
+    assert capsys.readouterr().err.split() == [f'{tmp_path}/gpu-attention.png', f'{tmp_path}/gpu-embedding.png']
+    assert (tmp_path / 'gpu-attention.png').exists() and (tmp_path / 'gpu-embedding.png').exists()
+
+
 def test_bench_on_a_gpu(gpu, tmp_path, capsys):
     gpt.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpu.pt', '--bench',
               '--bench_iters=2'])
