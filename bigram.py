@@ -272,8 +272,6 @@ class Run:
         c = self.c
         print(f"bigram on {c.device}: vocab_size={vocab_size} batch_size={c.batch_size} block_size={c.block_size} "
               f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}", flush=True)
-        if hasattr(sys.stdout, 'reconfigure'):
-            sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
         self.t0 = self.shown = time.time()
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # a log gets fewer
 
@@ -302,6 +300,8 @@ def main(argv):
 
 def run_command(main, script=os.path.basename(__file__)):
     """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
+    for stream in (sys.stdout, sys.stderr): # each line into a log as it is printed; what the console cannot
+        stream.reconfigure(errors='replace', line_buffering=True) # show (Windows' code pages) as a '?', not an error
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit

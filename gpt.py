@@ -320,13 +320,17 @@ def train(c, run):
 # ======================================================================================================================
 import errno
 import gc
+import hashlib
+import inspect
 import io
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import time
+import tokenize
 import traceback
 from types import SimpleNamespace
 
@@ -335,7 +339,6 @@ import requests
 
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
-compile = False # torch.compile the model (on CUDA; it did not help on a CPU)
 dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs, float16 on old ones (T4, V100), else float32
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
@@ -433,8 +436,10 @@ def choose_config(c, given):
     """The small configuration, where it runs: its name, and lines on the names it replaced and those edited."""
     which = c.config if c.config != 'auto' else 'lecture' if c.device.startswith('cuda') else 'small'
     replaced, edited, notes = [], [], []
+    # a shape is replaced whole or not at all: small's n_head=4 beside an n_embd of yours might not divide it
+    kept = which == 'small' and any(n in given or getattr(c, n) != LECTURE[n] for n in SHAPE)
     for name, value in small.items() if which == 'small' else ():
-        if name not in given and value != LECTURE[name]:
+        if name not in given and value != LECTURE[name] and not (kept and name in SHAPE):
             (replaced if getattr(c, name) == LECTURE[name] else edited).append(name)
     vars(c).update({name: small[name] for name in replaced})
     if replaced:
@@ -443,12 +448,15 @@ def choose_config(c, given):
                      f"{', '.join(replaced)}: the lecture's run takes about a day on a CPU (--config=lecture for it)")
     if edited:
         notes.append(f"as edited at the top of gpt.py: {' '.join(f'{k}={getattr(c, k)}' for k in edited)}")
+    if kept:
+        notes.append(f"kept whole, the shape you edited or gave: {' '.join(f'{k}={getattr(c, k)}' for k in SHAPE)}")
     return which, notes
 
 
 def choose_dtype(c):
     """The precision training computes in (c.dtype becomes its name), and why: bf16 on a GPU of compute capability
-    8.0 or more; float16 with a GradScaler on older GPUs (T4, V100), which only emulate bf16; float32 elsewhere."""
+    8.0 or more, and on a CPU with AMX or AVX512-BF16 from n_embd 192; float16 with a GradScaler on older GPUs (T4,
+    V100), which only emulate bf16; float32 elsewhere."""
     why = 'as given'
     if c.device.startswith('cuda'):
         capability = torch.cuda.get_device_capability(c.device)
@@ -462,9 +470,20 @@ def choose_dtype(c):
     elif c.device.startswith('mps') and c.dtype in ('float16', 'bfloat16'):
         raise UsageError(f"--dtype={c.dtype} on MPS: autocast there fails on some torch versions (2.4 to about 2.8); "
                          "use --dtype=float32")
-    elif c.dtype == 'auto': # a CPU: bf16 ran 3x slower without AMX or AVX512-BF16, no faster with them at n_embd 128
-        c.dtype, why = 'float32', f'auto on {c.device}'
+    elif c.dtype == 'auto': # a CPU: bf16 ran 3x slower without AMX or AVX512-BF16, faster with them from n_embd 192
+        flag = c.device == 'cpu' and c.n_embd >= 192 and next((f for f in ('amx_bf16', 'avx512_bf16') if f in
+                                                               cpu_flags()), None)
+        c.dtype, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
+            ('float32', f'auto on {c.device}')
     return f"dtype={c.dtype} ({why})" + (", with a GradScaler" if c.dtype == 'float16' else "")
+
+def cpu_flags():
+    """This CPU's features as Linux lists them (/proc/cpuinfo); none elsewhere."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            return f.read().split()
+    except OSError:
+        return []
 
 # ------------
 # data: Tiny Shakespeare, or any UTF-8 text
@@ -513,8 +532,11 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, exclude=()):
     # decay the matrices only: pulling biases and LayerNorm gains toward 0 does not regularise, it only biases
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    # fused: one kernel for all parameters, not several per tensor (a CPU's step at the small size: 8 ms to 2.5)
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
+    # fused: one kernel for all parameters, not several per tensor (a CPU's step at the small size: 8 ms to 2.5)...
+    try:
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
+    except RuntimeError: # ...where this torch has that kernel for the device (not MPS in torch 2.4)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2))
 
 
 def get_lr(it, c, done=0.0):
@@ -585,13 +607,13 @@ class Run:
                 self.best_val_loss = losses['val']
                 if iter > (self.resumed_at or 0):
                     self.save(iter)
-            if self.c.eval_sample: # what the model writes now, seeded; the training's random numbers put back after
-                device = {'cuda': torch.cuda, 'mps': torch.mps}.get(self.c.device.split(':')[0])
-                states = torch.get_rng_state(), device and device.get_rng_state()
-                torch.manual_seed(self.c.seed)
-                idx = self.raw_model.eval().generate(torch.zeros((1, 1), dtype=torch.long, device=self.c.device),
-                                                     self.c.eval_sample)[0, 1:]
-                self.raw_model.train(); torch.set_rng_state(states[0]); device and device.set_rng_state(states[1])
+            if self.c.eval_sample: # what the model writes now, seeded; the training's random numbers left as they were
+                kind = self.c.device.split(':')[0]
+                with torch.random.fork_rng([self.c.device] if kind != 'cpu' else [], device_type=kind):
+                    torch.manual_seed(self.c.seed)
+                    idx = self.raw_model.eval().generate(torch.zeros((1, 1), dtype=torch.long, device=self.c.device),
+                                                         self.c.eval_sample)[0, 1:]
+                self.raw_model.train()
                 print('  writes:', self.decode(idx.tolist()).replace('\n', SHOWN['\n']))
 
     def before_update(self, iter):
@@ -634,9 +656,9 @@ class Run:
         if stop:
             if not self.rank:
                 self.save(self.steps)
-                where = '' if c.ckpt_path == ckpt_path else f' --ckpt_path={c.ckpt_path}'
-                print(f"interrupted at step {self.steps}: saved {c.ckpt_path}; continue with 'python gpt.py "
-                      f"--resume{where}' or sample with 'python gpt.py --sample{where}'", file=sys.stderr)
+                where = '' if c.ckpt_path == HYPERPARAMETERS['ckpt_path'] else f' --ckpt_path={c.ckpt_path}'
+                print(f"interrupted at step {self.steps}: saved {c.ckpt_path}; continue with 'python {sys.argv[0]} "
+                      f"--resume{where}' or sample with 'python {sys.argv[0]} --sample{where}'", file=sys.stderr)
             raise SystemExit(130)
         return iter >= self.last_iter
 
@@ -744,28 +766,30 @@ def draw_pictures(model, prompt, chars, encode, c):
 # speed: the same model, computed faster
 
 def speed_up(model, c, scaler, notes):
-    """The model to train: fused attention, autocast, torch.compile, each computing what part one says. An edited
-    MultiHeadAttention runs fused only if it has no weights of its own and computes what FusedAttention does."""
+    """The model to train, computing what part one says, faster: fused attention where MultiHeadAttention is as
+    shipped (any edit of it, even a print, runs as written), and autocast."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
-    try: # in eval mode and in training: there the CPU's kernel drops the weights nn.Dropout would, under one seed
-        with torch.random.fork_rng(devices=[]): # the run's random numbers stay as they were
-            probe, x, outs = MultiHeadAttention(24, 3, 8, 32, 0.25), torch.randn(2, 32, 24), []
-            for training, kind in ((False, MultiHeadAttention), (False, FusedAttention), (True, MultiHeadAttention),
-                                   (True, FusedAttention)):
-                probe.__class__ = kind
-                torch.manual_seed(0)
-                outs.append(probe.train(training)(x))
-        fused = torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[2], outs[3], atol=1e-5) and \
-            {name for name, _ in probe.named_parameters()} == {'qkv.weight', 'proj.weight', 'proj.bias'}
-    except Exception: # an edit FusedAttention cannot run (projections of its own, say)
-        fused = False
+    shipped = fingerprint(MultiHeadAttention) == SHIPPED_ATTENTION
     for module in model.modules():
-        if fused and type(module) is MultiHeadAttention:
+        if shipped and type(module) is MultiHeadAttention:
             module.__class__ = FusedAttention
-    if not fused:
-        notes.append("MultiHeadAttention is edited: it runs as written, without the fused kernel")
-    model = torch.compile(model) if c.compile else model
+    notes.append('attention: ' + ('MultiHeadAttention as shipped, run by the fused kernel' if shipped else
+                                  'MultiHeadAttention as edited, run as written (the fused kernel runs the shipped one)'))
     return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
+
+
+def fingerprint(cls):
+    """A hash of the class's code, comments and layout aside: any other change to it changes the hash."""
+    try:
+        tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline)
+    except (OSError, TypeError): # no source to read (typed into a notebook, say): not the shipped code
+        return None
+    code = ' '.join(tokenize.tok_name[t.type] if t.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else
+                    t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL))
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
+SHIPPED_ATTENTION = 'e0d843c007cf6f7f' # fingerprint(MultiHeadAttention) as shipped: FusedAttention computes it (tested)
 
 
 class FusedAttention(MultiHeadAttention):
@@ -797,20 +821,21 @@ class Autocast(nn.Module):
 # several processes (torchrun): one rank per GPU, or per CPU process with gloo
 
 def setup_distributed(c):
-    """(rank, world_size); the run's GPU made current (the writes line puts its random state back); torchrun's."""
+    """(rank, world_size): torchrun's, or one process's."""
     torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
     if torchrun and c.device.startswith('mps'):
         raise UsageError("torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors; run one process "
                          "(python gpt.py), or pass --device=cpu")
-    if c.device.startswith('cuda') and (torchrun or ':' in c.device):
-        c.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torchrun else c.device
-        torch.cuda.set_device(c.device)
     if not torchrun:
         return 0, 1
     # imported before the process group exists, not by DDP after it: its functions' defaults (group=group.WORLD) would
     # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
     import torch.distributed.nn.functional
-    torch.distributed.init_process_group('nccl' if c.device.startswith('cuda') else 'gloo')
+    if c.device.startswith('cuda'): # a GPU per rank, made current: NCCL's collectives act on the current one
+        c.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        torch.cuda.set_device(c.device)
+    nccl = c.device.startswith('cuda') and torch.distributed.is_nccl_available() # (Windows has no NCCL)
+    torch.distributed.init_process_group('nccl' if nccl else 'gloo')
     return int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
 
 
@@ -967,11 +992,12 @@ def main(argv):
             notes.append(f"learning_rate={c.learning_rate:g}: half, to finetune (or give --learning_rate=)")
     check_config(c)
     notes.append(choose_dtype(c)) # the device's, on every run: not carried by --resume
+    if c.device == 'cpu' and torch.version.cuda is None and shutil.which('nvidia-smi'): # (pip's torch on Windows)
+        notes.append("an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then pip install torch "
+                     "--index-url https://download.pytorch.org/whl/cu130 (others: pytorch.org/get-started)")
     rank, n = setup_distributed(c)
     if rank: # only rank 0 prints and samples
         sys.stdout, c.max_new_tokens, c.eval_sample = open(os.devnull, 'w'), 0, 0
-    elif hasattr(sys.stdout, 'reconfigure'):
-        sys.stdout.reconfigure(line_buffering=True) # each step's line reaches a log as it is printed
     # the first lines: which values run, and where they differ from the block at the top of gpt.py
     head = (f"config {which} on {c.device}{f' x {n} processes' if n > 1 else ''}: n_layer={c.n_layer} n_head="
             f"{c.n_head} n_embd={c.n_embd} block_size={c.block_size} batch_size={c.batch_size}"
@@ -996,6 +1022,8 @@ def main(argv):
 
 def run_command(main, script=os.path.basename(__file__)):
     """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
+    for stream in (sys.stdout, sys.stderr): # each line into a log as it is printed; what the console cannot
+        stream.reconfigure(errors='replace', line_buffering=True) # show (Windows' code pages) as a '?', not an error
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit

@@ -3,6 +3,7 @@ there lives on torch's 'meta' device instead, under CUDA's rules for mixing devi
 data: what a script reads back from one (loss.item(), a sample's tolist(), wei.cpu()) reads zeros. So a path that
 would fail on a GPU for its devices fails here; its numbers are tested on the CPU."""
 import re
+import sys
 
 import pytest
 import torch
@@ -35,6 +36,8 @@ class OnMeta(TorchFunctionMode):
             return torch.device(self.kind, 0) if self.kind == 'cuda' else torch.device(self.kind)
         if func == torch.Tensor.is_cuda.__get__ and args[0].is_meta:
             return self.kind == 'cuda'
+        if func is torch.device: # a name, not a place: torch's own code asks torch.device('cuda').type
+            return func(*args, **(kwargs or {}))
         args, kwargs = tuple(map(self.device, args)), {k: self.device(v) for k, v in (kwargs or {}).items()}
         tensors = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else (a,))
                    if isinstance(t, torch.Tensor)] # (lists of tensors: torch.cat's, the optimizers' foreach)
@@ -63,17 +66,32 @@ def gpu(request, monkeypatch):
                             is_bf16_supported=lambda including_emulation=True: major >= 8 or including_emulation,
                             synchronize=lambda device=None: None, set_device=lambda device: None,
                             get_rng_state=lambda device='cuda': torch.zeros(16, dtype=torch.uint8),
-                            set_rng_state=lambda state, device='cuda': None).items():
+                            set_rng_state=lambda state, device='cuda': None,
+                            is_current_stream_capturing=lambda: False).items(): # (asked by the optimizers' step)
         monkeypatch.setattr(cuda, name, value)
-    standing_in(monkeypatch)
+    if hasattr(torch, 'accelerator'): # the optimizers' step asks it from torch 2.8 on
+        monkeypatch.setattr(torch.accelerator, 'current_stream', lambda device=None: FakeStream())
+    standing_in(monkeypatch, 'cuda')
     with OnMeta('cuda'):
         yield 'cuda'
 
 
-def standing_in(monkeypatch):
-    """What both stand-ins need: fused AdamW on meta, and torch.save of meta tensors as meta (not as 'cuda')."""
-    supported = optim._get_fused_kernels_supported_devices
-    monkeypatch.setattr(optim, '_get_fused_kernels_supported_devices', lambda: supported() + ['meta'])
+class FakeStream:
+    def is_capturing(self):
+        return False
+
+
+def standing_in(monkeypatch, kind):
+    """What both stand-ins need: fused AdamW on meta where this torch has it for the device; torch.save of meta tensors
+    as meta (not as 'cuda'); and on a CUDA build of torch, nothing that reaches the real CUDA runtime."""
+    supported = optim._get_fused_kernels_supported_devices # (imported by name into several modules: each patched)
+    stand_in = lambda: supported() + ['meta'] if kind in supported() else supported()
+    for module in [m for name, m in sys.modules.items() if name.startswith(('torch.optim', 'torch.utils._foreach'))]:
+        if getattr(module, '_get_fused_kernels_supported_devices', None) is supported:
+            monkeypatch.setattr(module, '_get_fused_kernels_supported_devices', stand_in)
+    def real_cuda(*args, **kwargs):
+        raise AssertionError("the stand-in GPU reached the real CUDA runtime")
+    monkeypatch.setattr(torch.cuda, '_lazy_init', real_cuda)
     save = torch.save
     def save_as_meta(*args, **kwargs):
         with torch._C.DisableTorchFunction():
@@ -86,8 +104,8 @@ def mps(monkeypatch):
     """Apple silicon's GPU, standing in the same way."""
     monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: True)
     monkeypatch.setattr(torch.mps, 'synchronize', lambda: None)
-    monkeypatch.setattr(torch.mps, 'get_rng_state', lambda: torch.zeros(16, dtype=torch.uint8))
-    monkeypatch.setattr(torch.mps, 'set_rng_state', lambda state: None)
-    standing_in(monkeypatch)
+    monkeypatch.setattr(torch.mps, 'get_rng_state', lambda device='mps': torch.zeros(16, dtype=torch.uint8))
+    monkeypatch.setattr(torch.mps, 'set_rng_state', lambda state, device='mps': None)
+    standing_in(monkeypatch, 'mps')
     with OnMeta('mps'):
         yield 'mps'

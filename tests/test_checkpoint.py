@@ -147,10 +147,11 @@ def test_each_resume_draws_batches_of_its_own(tmp_path, monkeypatch):
     assert not replayed, f"resumed runs drew again the batches of earlier steps (step, the earlier step): {replayed}"
 
 
-def interrupted(tmp_path, *args, started='step 0:', signals=1):
-    """gpt.py trained, and interrupted by Ctrl-C once it prints a line starting with started; (exit status, stderr)."""
+def interrupted(tmp_path, *args, started='step 0:', signals=1, script='gpt.py'):
+    """The script trained, and interrupted by Ctrl-C once it prints a line starting with started; (exit status,
+    stderr)."""
     shutil.copy(TINY, tmp_path / 'tiny.txt')
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'gpt.py'), *TINY_GPT, '--max_iters=1000000',
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *TINY_GPT, '--max_iters=1000000',
                              f'--input_path={tmp_path}/tiny.txt', f'--ckpt_path={tmp_path}/gpt.pt', *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1'})
@@ -171,15 +172,22 @@ def interrupted(tmp_path, *args, started='step 0:', signals=1):
         proc.wait()
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
-    status, err = interrupted(tmp_path)
+@pytest.mark.parametrize('script', ['gpt.py', 'exercises/muon.py'])
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_its_command_resumes(script, tmp_path):
+    status, err = interrupted(tmp_path, script=script)
     assert status == 130
     assert 'Traceback' not in err
-    assert re.search(r"interrupted at step \d+: saved .*gpt.pt; continue with 'python gpt.py --resume --ckpt_path=.*gpt.pt'", err)
+    command = re.search(rf"interrupted at step (\d+): saved {tmp_path}/gpt.pt; continue with '(python \S*{script} "
+                        rf"--resume --ckpt_path={tmp_path}/gpt.pt)'", err)
     saved = gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))
-    assert 0 < saved['iter'] < 1000000
-    assert saved['optimizer']['state'][0]['step'] == saved['iter']
+    assert 0 < saved['iter'] == int(command.group(1)) < 1000000
+    assert script != 'gpt.py' or saved['optimizer']['state'][0]['step'] == saved['iter'] # the step's update in it
     assert [p.name for p in tmp_path.iterdir() if 'tmp' in p.name] == []
+    # the command it prints carries on (muon.py's own checkpoint: gpt.py refuses it), here for 2 steps more
+    r = subprocess.run([sys.executable, *command.group(2).split()[1:], f'--input_path={tmp_path}/tiny.txt',
+                        f"--max_iters={saved['iter'] + 2}", '--max_new_tokens=0'], capture_output=True, text=True)
+    assert r.returncode == 0 and f"from step {saved['iter']} of" in r.stdout, r.stderr
+    assert gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))['iter'] == saved['iter'] + 2
 
 
 def test_a_second_ctrl_c_stops_at_once(tmp_path):

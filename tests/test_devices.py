@@ -161,3 +161,32 @@ def test_torchrun_on_mps_is_refused_in_one_line(mps, tmp_path, monkeypatch, caps
     with pytest.raises(gpt.UsageError, match='torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors'):
         train_on('mps', tmp_path)
     assert not (tmp_path / 'gpu.pt').exists()
+
+
+@pytest.mark.parametrize('nccl', [True, False], ids=['Linux', 'Windows, no NCCL'])
+def test_torchrun_on_cuda_takes_nccl_where_this_torch_has_it_else_gloo(nccl, gpu, tmp_path, monkeypatch):
+    for name, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT='1').items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.distributed, 'is_nccl_available', lambda: nccl)
+    backends = []
+    def init_process_group(backend, *args, **kwargs): # (NCCL needs a GPU: the backend asked for is the claim)
+        backends.append(backend)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch.distributed, 'init_process_group', init_process_group)
+    with pytest.raises(KeyboardInterrupt):
+        train_on('cuda', tmp_path)
+    assert backends == ['nccl' if nccl else 'gloo']
+
+
+def test_an_nvidia_gpu_that_this_torch_cannot_use_is_named_with_the_fix(tmp_path, monkeypatch, capsys):
+    # pip's torch on Windows has no CUDA: the GPU would sit idle, and nothing would say so
+    (tmp_path / 'bin').mkdir()
+    (tmp_path / 'bin' / 'nvidia-smi').write_text('#!/bin/sh\necho "NVIDIA-SMI 580.00"\n')
+    (tmp_path / 'bin' / 'nvidia-smi').chmod(0o755)
+    monkeypatch.setattr(torch.version, 'cuda', None) # a torch without CUDA (the CPU build here has none anyway)
+    hint = ('  an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then pip install torch '
+            '--index-url https://download.pytorch.org/whl/cu130')
+    for path, shown in ((os.environ['PATH'], False), (f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", True)):
+        monkeypatch.setenv('PATH', path)
+        gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=1'])
+        assert (hint in capsys.readouterr().out) == shown

@@ -6,18 +6,22 @@ import gpt
 from conftest import TINY, TINY_GPT
 
 
-@pytest.mark.parametrize('device, capability, expect', [
-    ('cuda', (7, 5), 'float16'), # a T4 (Colab's free GPU): bf16 only emulated
-    ('cuda', (7, 0), 'float16'), # a V100
-    ('cuda', (8, 0), 'bfloat16'), # an A100
-    ('cuda', (9, 0), 'bfloat16'), # an H100
-    ('mps', None, 'float32'),
-    ('cpu', None, 'float32'), # bf16 3x slower without AMX or AVX512-BF16, no faster with them at the small size
+@pytest.mark.parametrize('device, capability, n_embd, expect', [
+    ('cuda', (7, 5), 384, 'float16'), # a T4 (Colab's free GPU): bf16 only emulated
+    ('cuda', (7, 0), 384, 'float16'), # a V100
+    ('cuda', (8, 0), 384, 'bfloat16'), # an A100
+    ('cuda', (9, 0), 128, 'bfloat16'), # an H100
+    ('mps', ['amx_bf16'], 384, 'float32'),
+    ('cpu', ['avx512_bf16'], 384, 'bfloat16'), # the lecture's size on a CPU with bf16 instructions...
+    ('cpu', ['amx_bf16', 'avx512_bf16'], 192, 'bfloat16'),
+    ('cpu', ['avx512_bf16'], 128, 'float32'), # ...not the small one, no faster
+    ('cpu', ['avx512f'], 384, 'float32'), # 3x slower without them
 ])
-def test_auto_picks_the_dtype_the_device_computes_fastest(device, capability, expect, monkeypatch):
-    # no GPU here: only the device's answer to "which compute capability?" is made up
+def test_auto_picks_the_dtype_the_device_computes_fastest(device, capability, n_embd, expect, monkeypatch):
+    # no GPU here, and any CPU: only the GPU's compute capability or the CPU's flags are made up
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: capability)
-    c = gpt.SimpleNamespace(dtype='auto', device=device, n_embd=384)
+    monkeypatch.setattr(gpt, 'cpu_flags', lambda: ['fpu', 'sse2', *(capability if device != 'cuda' else [])])
+    c = gpt.SimpleNamespace(dtype='auto', device=device, n_embd=n_embd)
     note = gpt.choose_dtype(c)
     assert c.dtype == expect
     assert note.startswith(f'dtype={expect} (auto')

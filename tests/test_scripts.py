@@ -4,13 +4,15 @@ import inspect
 import math
 import os
 import re
+import subprocess
+import sys
 import threading
 
 import pytest
 
 import bigram
 import gpt
-from conftest import TINY, TINY_GPT, run_script
+from conftest import ROOT, TINY, TINY_GPT, run_script
 
 STEP = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
 
@@ -79,7 +81,7 @@ def test_bad_override_is_refused(script, arg, words, tiny_text, capsys):
 @pytest.mark.parametrize('args, words', [
     (['--n_embd=30', '--n_head=4'], '--n_embd=30 must be divisible by --n_head=4'),
     (['--n_layer=-1'], '--n_layer=-1 must be positive'),
-    (['--compile=maybe'], "bad value 'maybe' for --compile: expected bool"),
+    (['--resume=maybe'], "bad value 'maybe' for --resume: expected bool"),
     (['--lr_decay=cos'], "--lr_decay='cos' must be 'none', 'cosine' or 'linear'"),
     (['--learning_rate=1e-3', '--min_lr=1e-2'], '--min_lr=0.01 must be in [0, --learning_rate=0.001]'),
     (['--dtype=float8'], "--dtype='float8' must be 'auto', 'float32', 'bfloat16' or 'float16'"),
@@ -137,6 +139,21 @@ def test_any_utf8_text_trains(tmp_path):
     r = run_script('gpt.py', *TINY_GPT, f'--input_path={path}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=5')
     assert r.returncode == 0, r.stderr
     assert set(r.stdout.rstrip('\n').rsplit('\n', 1)[-1]) <= set(path.read_text(encoding='utf-8'))
+
+
+def test_a_console_that_cannot_show_the_text_gets_question_marks_not_a_traceback(tmp_path):
+    # Windows writes redirected output in its code page (cp1252 in the West): Greek has no place in it
+    path = tmp_path / 'greek.txt'
+    path.write_text('Μῆνιν ἄειδε θεὰ Πηληϊάδεω Ἀχιλῆος, café\n' * 40, encoding='utf-8')
+    for args in (['--max_iters=3', '--eval_sample=10'], ['--sample', '--prompt=Μῆνιν']):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={path}',
+                            f'--ckpt_path={tmp_path}/gpt.pt', *args], capture_output=True, encoding='cp1252',
+                           timeout=120, env={**os.environ, 'PYTHONIOENCODING': 'cp1252', 'OMP_NUM_THREADS': '1'})
+        assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
+        if '--sample' in args:
+            assert r.stdout.startswith('?????') # the prompt, Μῆνιν
+        else:
+            assert r.stdout.count('  writes: ') == 2 # (a line whose characters the model chose)
 
 
 class Server:

@@ -183,7 +183,8 @@ def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkey
     ('auto', 'cuda', {}, dict(small=False)),
     ('small', 'cuda', {}, dict(small=True)),
     ('lecture', 'cpu', {}, dict(small=False)),
-    ('auto', 'cpu', {'n_layer': 2, 'learning_rate': 1e-3}, dict(small=True, n_layer=2, learning_rate=1e-3)),
+    ('auto', 'cpu', {'learning_rate': 1e-3}, dict(small=True, learning_rate=1e-3)),
+    ('auto', 'cpu', {'n_layer': 2}, dict(small=True, n_layer=2, n_head=6, n_embd=384, block_size=256)), # a shape: whole
 ])
 def test_config_chooses_the_small_values_and_keeps_what_was_given(config, device, given, expect):
     c = gpt.SimpleNamespace(**dict(gpt.HYPERPARAMETERS, config=config, device=device, **given))
@@ -192,7 +193,9 @@ def test_config_chooses_the_small_values_and_keeps_what_was_given(config, device
     for name in gpt.small:
         want = expect.get(name, gpt.small[name] if which == 'small' else gpt.LECTURE[name])
         assert getattr(c, name) == want, name
-    assert not any('as edited' in note for note in notes) and not any(name in ''.join(notes) for name in given)
+    assert not any('as edited' in note for note in notes)
+    assert not any(name in note for name in given for note in notes if 'replaced' in note)
+    assert any('kept whole, the shape' in note for note in notes) == ('n_layer' in given)
 
 
 def test_the_lectures_values_are_what_the_block_at_the_top_ships():
@@ -203,8 +206,7 @@ def test_the_lectures_values_are_what_the_block_at_the_top_ships():
 def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path):
     # a learner's first move: edit the block at the top, run python gpt.py (here on a CPU, with the small configuration)
     source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
-    for old, new in [('max_iters = 5000 #', 'max_iters = 30 #'), ('n_layer = 6 #', 'n_layer = 2 #'),
-                     ('eval_iters = 200 #', 'eval_iters = 5 #')]:
+    for old, new in [('max_iters = 5000 #', 'max_iters = 30 #'), ('eval_iters = 200 #', 'eval_iters = 5 #')]:
         assert source.count(old) == 1
         source = source.replace(old, new)
     (tmp_path / 'gpt.py').write_text(source, encoding='utf-8')
@@ -214,14 +216,26 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path):
                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stderr
     first = r.stdout.splitlines()[1:4]
-    assert first[0].startswith('config small on cpu: n_layer=2 n_head=4 n_embd=128 block_size=128 batch_size=16 '
+    assert first[0].startswith('config small on cpu: n_layer=4 n_head=4 n_embd=128 block_size=128 batch_size=16 '
                                'max_iters=30 learning_rate=0.002'), first
     line = next(i for i, l in enumerate(source.splitlines(), 1) if l.startswith('small = dict('))
     assert first[1].startswith(f"  on cpu, the small configuration (gpt.py line {line}) replaced the lecture's "
-                               "n_head, n_embd, block_size, batch_size, max_time, eval_interval, dropout"), first
-    assert first[2] == '  as edited at the top of gpt.py: n_layer=2 max_iters=30 eval_iters=5'
+                               "n_layer, n_head, n_embd, block_size, batch_size, max_time, eval_interval, dropout"), first
+    assert first[2] == '  as edited at the top of gpt.py: max_iters=30 eval_iters=5'
     assert re.findall(r'^step (\d+):', r.stdout, re.M) == ['0', '29'] # 30 steps, not 4700
-    assert torch.load(tmp_path / 'gpt.pt')['config']['n_layer'] == 2
+    assert torch.load(tmp_path / 'gpt.pt')['config']['max_iters'] == 30
+
+
+def test_an_edited_width_keeps_the_lectures_shape_whole(monkeypatch, capsys):
+    # small's n_head=4 beside an edited n_embd = 390 would not divide it: none of the shape is replaced, and it says so
+    monkeypatch.setitem(gpt.HYPERPARAMETERS, 'n_embd', 390) # what the edit at the top of gpt.py does
+    c, given = gpt.parse_args(['--device=cpu'])
+    which, notes = gpt.choose_config(c, given)
+    gpt.check_config(c) # (no '--n_embd=390 must be divisible by --n_head=4')
+    assert (which, c.n_layer, c.n_head, c.n_embd, c.block_size) == ('small', 6, 6, 390, 256)
+    assert (c.batch_size, c.learning_rate, c.max_time) == (16, 2e-3, 570.0) # the rest of small, as before
+    assert "replaced the lecture's batch_size, max_iters, max_time" in notes[0] and 'n_head' not in notes[0]
+    assert notes[1:] == ['kept whole, the shape you edited or gave: block_size=256 n_embd=390 n_head=6 n_layer=6']
 
 
 @pytest.mark.parametrize('flag', ['--help', '-h'])
@@ -287,32 +301,8 @@ def test_resume_at_max_iters_asks_for_more_steps(tmp_path, capsys):
         gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}'])
 
 
-def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training(tmp_path):
-    # the lecture's experiment, made where a learner makes it: the masked_fill line out of MultiHeadAttention.forward.
-    # The edited class must run as written (part two's fused kernel would keep the mask); the shipped one keeps it
-    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
-    mask = "        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n"
-    assert source.count(mask) == 1
-    losses, outs = {}, {}
-    for name, text in [('shipped', source), ('edited', source.replace(mask, ''))]:
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / 'gpt.py').write_text(text, encoding='utf-8')
-        r = subprocess.run([sys.executable, str(folder / 'gpt.py'), *TINY_GPT, f'--input_path={TINY}',
-                            '--block_size=8', '--batch_size=16', '--eval_iters=10', '--learning_rate=1e-2',
-                            '--max_iters=200', '--eval_interval=1000', '--warmup_iters=10', '--max_new_tokens=0'],
-                           capture_output=True, text=True, timeout=120, cwd=folder,
-                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
-        assert r.returncode == 0, r.stderr
-        losses[name] = float(re.findall(r'^step 199: train loss (\d+\.\d+)', r.stdout, re.M)[0])
-        outs[name] = r.stdout
-    assert 'MultiHeadAttention is edited: it runs as written, without the fused kernel' in outs['edited']
-    assert 'edited' not in outs['shipped']
-    # each position sees the character it must predict: the loss falls far below the honest model's
-    assert losses['edited'] < losses['shipped'] - 1.0, losses
-
-
 MHA = "        wei = q @ k.transpose(-2,-1) * k.shape[-1]**-0.5 # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)\n"
+SOFTMAX = "        wei = F.softmax(wei, dim=-1) # (B, nh, T, T)\n"
 EDITS = { # a learner's edits of MultiHeadAttention: [(a line as shipped, what it becomes)]
     'mask removed': [("        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n",
                       '')],
@@ -321,40 +311,72 @@ EDITS = { # a learner's edits of MultiHeadAttention: [(a line as shipped, what i
                        "        out = wei @ self.attn_dropout(v)")],
     'q and k swapped': [("        q, k, v = self.qkv(x).chunk(3, dim=-1)",
                          "        k, q, v = self.qkv(x).chunk(3, dim=-1)")],
-    'a learned bias, zero at first': [ # computes the same on the probe, until it trains
+    'a learned bias, zero at first': [
         ("        self.proj = nn.Linear(num_heads * head_size, n_embd)\n",
          "        self.proj = nn.Linear(num_heads * head_size, n_embd)\n"
          "        self.bias = nn.Parameter(torch.zeros(block_size, block_size))\n"),
         (MHA, MHA + "        wei = wei + self.bias[:T, :T]\n")],
-    'wei renamed': None, # the same computation
+    'a mask made in __init__, a window of 40': [("torch.tril(torch.ones(block_size, block_size)), persistent=False)",
+                                                "torch.tril(torch.ones(block_size, block_size)).triu(-39), persistent=False)")],
+    'wei renamed': [('wei', 'att')], # the same computation, another name: as written too
+    'a print': [(SOFTMAX, SOFTMAX + "        print('wei', tuple(wei.shape), self.training)\n")],
+    'wei kept to plot': [(SOFTMAX, SOFTMAX + "        self.wei = wei\n")],
 }
 
 
-@pytest.mark.parametrize('edit', EDITS)
-def test_an_edited_attention_runs_as_written_and_the_same_computation_runs_fused(edit, tmp_path):
-    # part two checks what MultiHeadAttention computes against the fused kernel, on a probe, in eval and training
+def edited_gpt(tmp_path, edits):
+    """gpt.py with MultiHeadAttention edited as a learner would, imported: a module of its own."""
     source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
     start, end = source.index('class MultiHeadAttention'), source.index('class FeedForward')
     cls = source[start:end]
-    for old, new in EDITS[edit] or [('wei', 'att')]:
-        assert EDITS[edit] is None or cls.count(old) == 1
+    for old, new in edits:
+        assert old in cls and (old == 'wei' or cls.count(old) == 1)
         cls = cls.replace(old, new)
     (tmp_path / 'edited.py').write_text(source[:start] + cls + source[end:], encoding='utf-8')
     spec = importlib.util.spec_from_file_location('edited', tmp_path / 'edited.py')
     edited = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(edited)
-    model, notes = edited.GPTLanguageModel(11, 16, 24, 3, 2), []
-    before = torch.get_rng_state()
-    edited.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, notes)
-    assert torch.equal(torch.get_rng_state(), before) # the probe leaves the run's random numbers as they were
-    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, edited.MultiHeadAttention)}
-    said = notes == ['MultiHeadAttention is edited: it runs as written, without the fused kernel']
-    assert (kinds, said) == (({'FusedAttention'}, False) if edit == 'wei renamed' else ({'MultiHeadAttention'}, True))
+    return edited
 
 
-def test_the_shipped_attention_runs_on_the_fused_kernel():
-    model = gpt.GPTLanguageModel(11, 16, 32, 2, 2)
-    notes = []
-    gpt.speed_up(model, gpt.SimpleNamespace(device='cpu', compile=False, dtype='float32'), None, notes)
-    assert {type(m) for m in model.modules() if isinstance(m, gpt.MultiHeadAttention)} == {gpt.FusedAttention}
-    assert notes == []
+@pytest.fixture
+def attention_calls():
+    """Each forward of an attention module: (its class, training?, whether it keeps a wei of its own after)."""
+    calls = []
+    def record(module, args, out):
+        if type(module).__name__ in ('MultiHeadAttention', 'FusedAttention'):
+            calls.append((type(module).__name__, module.training, hasattr(module, 'wei')))
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    yield calls
+    handle.remove()
+
+
+@pytest.mark.parametrize('edit', [*EDITS, None], ids=[*EDITS, 'as shipped'])
+def test_an_edited_attention_runs_as_written_in_training_and_evaluation(edit, tmp_path, attention_calls, capsys):
+    # what part one says is what trains: the fused kernel runs the class as shipped only (its code's fingerprint)
+    module = edited_gpt(tmp_path, EDITS[edit]) if edit else gpt
+    module.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=3',
+                 '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2', '--dropout=0.1'])
+    out = capsys.readouterr().out
+    training = [(kind, keeps) for kind, train, keeps in attention_calls if train]
+    evaluation = [(kind, keeps) for kind, train, keeps in attention_calls if not train]
+    kind = 'MultiHeadAttention' if edit else 'FusedAttention'
+    assert training == [(kind, edit == 'wei kept to plot')] * 3 * 2 # every step, both blocks
+    assert evaluation[:2 * 2 * 2] == [(kind, edit == 'wei kept to plot')] * 8 # steps 0 and 2, each split, both blocks
+    assert {kind for kind, _ in evaluation[8:]} == {'MultiHeadAttention'} # the whole val split and the sample
+    assert ('  attention: MultiHeadAttention as edited, run as written' in out) == bool(edit)
+    assert ('  attention: MultiHeadAttention as shipped, run by the fused kernel' in out) == (not edit)
+    if edit == 'a print': # the learner's line, at every step and every evaluation
+        assert out.count('wei (8, 2, 16, 16) True\n') == 3 * 2 and out.count('wei (8, 2, 16, 16) False\n') == 8
+
+
+def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training(tmp_path, capsys):
+    # the lecture's experiment, made where a learner makes it: the masked_fill line out of MultiHeadAttention.forward
+    losses = {}
+    for name, module in [('shipped', gpt), ('edited', edited_gpt(tmp_path, EDITS['mask removed']))]:
+        module.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/{name}.pt', '--block_size=8',
+                     '--batch_size=16', '--eval_iters=10', '--learning_rate=1e-2', '--max_iters=200',
+                     '--eval_interval=1000', '--warmup_iters=10', '--max_new_tokens=0'])
+        losses[name] = float(re.findall(r'^step 199: train loss (\d+\.\d+)', capsys.readouterr().out, re.M)[0])
+    # each position sees the character it must predict: the loss falls far below the honest model's
+    assert losses['edited'] < losses['shipped'] - 1.0, losses
