@@ -339,7 +339,7 @@ import requests
 
 # options of a run, given like the hyperparameters (--name=value)
 config = 'auto' # 'lecture', 'small', or 'auto': lecture on CUDA, small elsewhere
-dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs, float16 on old ones (T4, V100), else float32
+dtype = 'auto' # float32, bfloat16, float16, or auto: bf16 on new GPUs (and bf16 CPUs from n_embd 192), fp16 on old
 seed = 1337 # the lecture's torch.manual_seed(1337): the same run every time
 input_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'input.txt')
 data_url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -364,10 +364,10 @@ LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500,
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
 RECIPE = (*LECTURE, 'seed') # what --resume carries on from the checkpoint (the shape among it)
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal: 10)
+SHIPPED_ATTENTION = '61fe92a82f02eacf' # fingerprint(MultiHeadAttention) as shipped: FusedAttention computes it (tested)
 SHOWN = {'\n': '¶', ' ': '␣'} # the characters one cannot see, as the model's writing and the pictures show them
 
-# ------------
-# the command line (UsageError, parse_args, check_device, load_text and run_command: the same in bigram.py)
+# ------------ the command line (UsageError, parse_args, check_device, load_text and run_command: the same in bigram.py)
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, no traceback."""
@@ -436,7 +436,6 @@ def choose_config(c, given):
     """The small configuration, where it runs: its name, and lines on the names it replaced and those edited."""
     which = c.config if c.config != 'auto' else 'lecture' if c.device.startswith('cuda') else 'small'
     replaced, edited, notes = [], [], []
-    # a shape is replaced whole or not at all: small's n_head=4 beside an n_embd of yours might not divide it
     kept = which == 'small' and any(n in given or getattr(c, n) != LECTURE[n] for n in SHAPE)
     for name, value in small.items() if which == 'small' else ():
         if name not in given and value != LECTURE[name] and not (kept and name in SHAPE):
@@ -448,7 +447,7 @@ def choose_config(c, given):
                      f"{', '.join(replaced)}: the lecture's run takes about a day on a CPU (--config=lecture for it)")
     if edited:
         notes.append(f"as edited at the top of gpt.py: {' '.join(f'{k}={getattr(c, k)}' for k in edited)}")
-    if kept:
+    if kept: # a shape is replaced whole or not at all: small's n_head=4 might not divide an n_embd of yours
         notes.append(f"kept whole, the shape you edited or gave: {' '.join(f'{k}={getattr(c, k)}' for k in SHAPE)}")
     return which, notes
 
@@ -477,16 +476,10 @@ def choose_dtype(c):
             ('float32', f'auto on {c.device}')
     return f"dtype={c.dtype} ({why})" + (", with a GradScaler" if c.dtype == 'float16' else "")
 
-def cpu_flags():
-    """This CPU's features as Linux lists them (/proc/cpuinfo); none elsewhere."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            return f.read().split()
-    except OSError:
-        return []
+def cpu_flags(): # this CPU's features as Linux lists them; none elsewhere
+    return open('/proc/cpuinfo').read().split() if os.path.exists('/proc/cpuinfo') else []
 
-# ------------
-# data: Tiny Shakespeare, or any UTF-8 text
+# ------------ data: Tiny Shakespeare, or any UTF-8 text
 
 def load_text(path, url, block_size=0):
     """The training text; downloaded to path (atomically: several processes may) if it is not there."""
@@ -522,8 +515,7 @@ def load_text(path, url, block_size=0):
                          "--block_size", status=1)
     return text
 
-# ------------
-# the optimizer and its schedule
+# ------------ the optimizer and its schedule
 
 def configure_optimizer(model, learning_rate, weight_decay, beta2, exclude=()):
     """AdamW over every parameter but those in exclude (exercises/muon.py gives the blocks' matrices to Muon)."""
@@ -533,8 +525,8 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, exclude=()):
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
     # fused: one kernel for all parameters, not several per tensor (a CPU's step at the small size: 8 ms to 2.5)...
-    try:
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2), fused=True)
+    try: # (a copy of the groups: AdamW writes its defaults into them, fused=True among them)
+        return torch.optim.AdamW([dict(g) for g in groups], lr=learning_rate, betas=(0.9, beta2), fused=True)
     except RuntimeError: # ...where this torch has that kernel for the device (not MPS in torch 2.4)
         return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, beta2))
 
@@ -551,8 +543,7 @@ def get_lr(it, c, done=0.0):
     share = 1.0 - progress if c.lr_decay == 'linear' else 0.5 * (1.0 + math.cos(math.pi * progress))
     return c.min_lr + share * (c.learning_rate - c.min_lr)
 
-# ------------
-# the run: the hooks train() calls, in its order
+# ------------ the run: the hooks train() calls, in its order
 
 class Run:
 
@@ -634,8 +625,7 @@ class Run:
         """The progress line; Ctrl-C saves and stops; True after the last step."""
         c = self.c
         if c.bench: # timed from the end of the second step; the GPU waited for, its steps done, not only queued
-            if c.device != 'cpu':
-                torch.cuda.synchronize(c.device) if c.device.startswith('cuda') else torch.mps.synchronize()
+            torch.cuda.synchronize(c.device) if 'cuda' in c.device else c.device == 'cpu' or torch.mps.synchronize()
             if iter == self.start + 1:
                 self.t0 = time.perf_counter()
             return iter == c.max_iters - 1
@@ -669,9 +659,9 @@ class Run:
         if c.bench: # the time since the second step, synchronised at the last
             dt = (time.perf_counter() - self.t0) / c.bench_iters
             return print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
-        for module in self.raw_model.eval().modules():
-            if type(module) is FusedAttention: # speed_up's, undone
-                module.__class__ = MultiHeadAttention
+        vars(self.raw_model).pop('forward', None) # speed_up's autocast and fused attention, undone
+        for module in [m for m in self.raw_model.eval().modules() if type(m) is FusedAttention]:
+            module.__class__ = MultiHeadAttention
         if not self.rank:
             self.save(self.steps)
             print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
@@ -694,12 +684,10 @@ def whole_split_loss(model, data, block_size):
     n, device = (len(data) - 1) // block_size, next(model.parameters()).device
     x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
     per = max(1, 2**17 // block_size) # windows at a time: their logits take 34 MB at the small size
-    total = sum(model(x[i:i + per].to(device), y[i:i + per].to(device))[1].item() * len(x[i:i + per])
-                for i in range(0, n, per))
-    return total / n
+    return sum(model(x[i:i + per].to(device), y[i:i + per].to(device))[1].item() * len(x[i:i + per])
+               for i in range(0, n, per)) / n
 
-# ------------
-# what the model learned: its writing at each evaluation, pictures
+# ------------ what the model learned: its writing at each evaluation, pictures
 
 def pyplot(): # matplotlib.pyplot drawing to files, or None without matplotlib
     try:
@@ -762,34 +750,36 @@ def draw_pictures(model, prompt, chars, encode, c):
     plt.close('all')
     return base + '-attention.png', base + '-embedding.png'
 
-# ------------
-# speed: the same model, computed faster
+# ------------ speed: the same model, computed faster
 
 def speed_up(model, c, scaler, notes):
     """The model to train, computing what part one says, faster: fused attention where MultiHeadAttention is as
     shipped (any edit of it, even a print, runs as written), and autocast."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
     shipped = fingerprint(MultiHeadAttention) == SHIPPED_ATTENTION
-    for module in model.modules():
-        if shipped and type(module) is MultiHeadAttention:
-            module.__class__ = FusedAttention
-    notes.append('attention: ' + ('MultiHeadAttention as shipped, run by the fused kernel' if shipped else
-                                  'MultiHeadAttention as edited, run as written (the fused kernel runs the shipped one)'))
-    return Autocast(model, c.device, getattr(torch, c.dtype), scaler) if c.dtype != 'float32' else model
+    for module in [m for m in model.modules() if shipped and type(m) is MultiHeadAttention]:
+        module.__class__ = FusedAttention
+    notes.append('attention: MultiHeadAttention ' + ('as shipped, run by the fused kernel' if shipped else
+                                                     'as edited, run as written (not by the fused kernel)'))
+    if c.dtype != 'float32': # training and evaluation under autocast (Run.end takes it off: the sample is float32)
+        forward = torch.autocast(c.device.split(':')[0], dtype=getattr(torch, c.dtype))(model.forward)
+        def autocast_forward(*args):
+            logits, loss = forward(*args)
+            if scaler.is_enabled() and loss is not None and loss.requires_grad: # float16: backward starts from
+                loss.register_hook(scaler.scale) # loss * scale, as scaler.scale(loss).backward() would
+            return logits, loss
+        model.forward = autocast_forward
+    return model
 
 
 def fingerprint(cls):
     """A hash of the class's code, comments and layout aside: any other change to it changes the hash."""
     try:
-        tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline)
+        code = [(tokenize.tok_name[t.type], t.string.strip()) for t in tokenize.generate_tokens(io.StringIO(
+            inspect.getsource(cls)).readline) if t.type not in (tokenize.NL, tokenize.COMMENT)]
     except (OSError, TypeError): # no source to read (typed into a notebook, say): not the shipped code
         return None
-    code = ' '.join(tokenize.tok_name[t.type] if t.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else
-                    t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL))
-    return hashlib.sha256(code.encode()).hexdigest()[:16]
-
-
-SHIPPED_ATTENTION = 'e0d843c007cf6f7f' # fingerprint(MultiHeadAttention) as shipped: FusedAttention computes it (tested)
+    return hashlib.sha256(repr(code).encode()).hexdigest()[:16]
 
 
 class FusedAttention(MultiHeadAttention):
@@ -802,23 +792,7 @@ class FusedAttention(MultiHeadAttention):
         return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
 
 
-class Autocast(nn.Module):
-    """ The model's forward under autocast (training and evaluation; sampling runs the model itself, in fp32) """
-
-    def __init__(self, model, device, dtype, scaler):
-        super().__init__()
-        self.model, self.device_type, self.dtype, self.scaler = model, device.split(':')[0], dtype, scaler
-
-    def forward(self, *args):
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            logits, loss = self.model(*args)
-        if self.scaler.is_enabled() and loss is not None and loss.requires_grad:
-            # backward starts from loss * scale, as scaler.scale(loss).backward() would: Run.before_update unscales
-            loss.register_hook(self.scaler.scale)
-        return logits, loss
-
-# ------------
-# several processes (torchrun): one rank per GPU, or per CPU process with gloo
+# ------------ several processes (torchrun): one rank per GPU, or per CPU process with gloo
 
 def setup_distributed(c):
     """(rank, world_size): torchrun's, or one process's."""
@@ -845,8 +819,7 @@ def teardown_distributed():
         gc.collect() # the DDP wrapper and its reducer hold the process group: let them go first
         torch.distributed.destroy_process_group() # the last reference: its destructor joins the threads
 
-# ------------
-# checkpoints
+# ------------ checkpoints
 
 def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0, scaler=None):
     save_atomically(path, {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c),
@@ -952,13 +925,11 @@ def sample_from_checkpoint(c, given):
 
 
 def check_prompt(prompt, chars):
-    unknown = sorted(set(prompt) - set(chars))
-    if unknown:
-        raise UsageError(f"--prompt has characters the model never saw: {''.join(unknown)!r}; "
+    if unknown := ''.join(sorted(set(prompt) - set(chars))):
+        raise UsageError(f"--prompt has characters the model never saw: {unknown!r}; "
                          "use only characters of the text it was trained on")
 
-# ------------
-# the command
+# ------------ the command
 
 def main(argv):
     if '-h' in argv or '--help' in argv:

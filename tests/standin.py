@@ -2,6 +2,7 @@
 there lives on torch's 'meta' device instead, under CUDA's rules for mixing devices. Meta tensors have shapes and no
 data: what a script reads back from one (loss.item(), a sample's tolist(), wei.cpu()) reads zeros. So a path that
 would fail on a GPU for its devices fails here; its numbers are tested on the CPU."""
+import functools
 import re
 import sys
 
@@ -85,7 +86,9 @@ def standing_in(monkeypatch, kind):
     """What both stand-ins need: fused AdamW on meta where this torch has it for the device; torch.save of meta tensors
     as meta (not as 'cuda'); and on a CUDA build of torch, nothing that reaches the real CUDA runtime."""
     supported = optim._get_fused_kernels_supported_devices # (imported by name into several modules: each patched)
-    stand_in = lambda: supported() + ['meta'] if kind in supported() else supported()
+    on_meta = torch._C._dispatch_has_kernel_for_dispatch_key('aten::_fused_adamw_', 'Meta') # (not in torch 2.4:
+    stand_in = lambda: supported() + ['meta'] if kind in supported() and on_meta else [ # there, AdamW unfused)
+        d for d in supported() if d != kind]
     for module in [m for name, m in sys.modules.items() if name.startswith(('torch.optim', 'torch.utils._foreach'))]:
         if getattr(module, '_get_fused_kernels_supported_devices', None) is supported:
             monkeypatch.setattr(module, '_get_fused_kernels_supported_devices', stand_in)
@@ -102,7 +105,8 @@ def standing_in(monkeypatch, kind):
 @pytest.fixture
 def mps(monkeypatch):
     """Apple silicon's GPU, standing in the same way."""
-    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: True)
+    available = functools.wraps(torch.backends.mps.is_available)(lambda: True) # (torch._dynamo reads __wrapped__)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', available)
     monkeypatch.setattr(torch.mps, 'synchronize', lambda: None)
     monkeypatch.setattr(torch.mps, 'get_rng_state', lambda device='mps': torch.zeros(16, dtype=torch.uint8))
     monkeypatch.setattr(torch.mps, 'set_rng_state', lambda state, device='mps': None)
