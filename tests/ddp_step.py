@@ -1,4 +1,5 @@
-"""One optimizer step where each rank takes its share of a fixed batch (used by test_ddp.py, under torchrun)."""
+"""One optimizer step where each rank takes its share of a fixed batch, with SGD and with Muon (used by test_ddp.py,
+under torchrun): python -m torch.distributed.run ... ddp_step.py OUT ROOT writes OUT.sgd and OUT.muon."""
 import os
 import sys
 import time
@@ -33,9 +34,10 @@ if __name__ == '__main__':
     torch.ones(1, requires_grad=True).sum().backward() # autograd's own threads (one per GPU, if any) start here
     before = threads()
     rank, world_size = gpt.setup_distributed(gpt.SimpleNamespace(device='cpu'))
-    step = one_step(gpt, rank, world_size, *sys.argv[3:])
-    if rank == 0:
-        torch.save(step, sys.argv[1])
+    for kind in ('sgd', 'muon'):
+        step = one_step(gpt, rank, world_size, kind)
+        if rank == 0:
+            torch.save(step, f'{sys.argv[1]}.{kind}')
     gpt.teardown_distributed() # gpt.py's own ending: without it a rank can abort at exit
     for _ in range(100): # a thread the process group let go of may take a moment to end (on a busy machine)
         if threads() <= before:

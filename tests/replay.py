@@ -148,10 +148,11 @@ def table(results):
     return '\n'.join(lines)
 
 
-def main(gpu=torch.cuda.is_available()):
+def main(gpu=torch.cuda.is_available(), processes=2):
     t0 = time.time()
-    print(f"replaying the lecture's stages on {INPUT}, two at a time (about a minute on 2 CPU cores)", flush=True)
-    results = replay()
+    print(f"replaying the lecture's stages on {INPUT}, {processes} at a time (about a minute on 2 CPU cores)",
+          flush=True)
+    results = replay(processes)
     print(table(results))
     if gpu:
         val, whole, params, seconds = scaled_up()

@@ -1,5 +1,6 @@
 """exercises/calculator.py: how each problem is written, chain of thought included; the held-out split; the masked
 loss; a tiny model that learns 2-digit addition and answers through --ask; the command line as a learner meets it."""
+import os
 import re
 import subprocess
 import sys
@@ -127,29 +128,20 @@ def test_the_loss_counts_the_answer_and_its_end_mark_only():
     assert torch.allclose(loss, F.cross_entropy(*flat, ignore_index=-1)) # the mean over every counted character
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A tiny model trained on 2-digit addition by the command, and its checkpoint."""
-    path = tmp_path_factory.mktemp('calc') / 'calc.pt'
-    # 99.9% or 100% by step 1000, 100% at 1500 (seeds 1337 and 1 to 5, as add.py)
-    r = run_script(CALC, '--n_digits=2', '--ops=+', '--n_layer=2', '--n_embd=32', '--batch_size=64',
-                   '--max_iters=1500', '--max_time=0', '--eval_interval=500', '--device=cpu', f'--ckpt_path={path}')
-    return r, path
-
-
-def test_a_tiny_model_adds_two_digit_numbers_it_never_saw(trained):
-    r, path = trained
-    assert r.returncode == 0, r.stderr
-    assert '10,000 problems (a+b with a, b < 100), 2,648 of them held out (26.5%)' in r.stdout
-    assert r.stdout.splitlines()[-1] == 'a+b: 100.0% of 2,000 held-out problems (per character of c, ones first: ' \
+@pytest.mark.slow
+def test_a_tiny_model_adds_two_digit_numbers_it_never_saw(added):
+    out, path = added # (conftest.py: trained beside the other tests)
+    assert '10,000 problems (a+b with a, b < 100), 2,648 of them held out (26.5%)' in out
+    assert out.splitlines()[-1] == 'a+b: 100.0% of 2,000 held-out problems (per character of c, ones first: ' \
                                         '100.0 100.0 100.0)'
-    assert path.exists()
+    assert os.path.exists(path)
 
 
-def test_teacher_forcing_counts_what_greedy_gets_exactly_right(trained):
+@pytest.mark.slow
+def test_teacher_forcing_counts_what_greedy_gets_exactly_right(added):
     # the check during training (one forward) and greedy answering (one per character) agree problem by problem,
     # on a model that is not yet perfect: the one of the fixture, its weights pushed off a little
-    model, t = calc.load(SimpleNamespace(ckpt_path=str(trained[1]), device='cpu'))
+    model, t = calc.load(SimpleNamespace(ckpt_path=added[1], device='cpu'))
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -167,8 +159,9 @@ def ask(path, *lines, arg='--ask'):
                           input=''.join(line + '\n' for line in lines), capture_output=True, text=True, timeout=60)
 
 
-def test_ask_answers_held_out_problems_and_says_which_are_right(trained):
-    _, path = trained
+@pytest.mark.slow
+def test_ask_answers_held_out_problems_and_says_which_are_right(added):
+    _, path = added
     c = config(n_digits=2, ops='+')
     held = [(a, b) for a in range(50, 100) for b in range(50, 100) if calc.is_held_out(a, 0, b, c)][:3]
     r = ask(path, *(f'{a}+{b}' for a, b in held), f' {held[0][0]} + {held[0][1]} = ')
@@ -182,8 +175,9 @@ def test_ask_answers_held_out_problems_and_says_which_are_right(trained):
     assert one.returncode == 0 and one.stdout == lines[2] + '\n'
 
 
-def test_ask_takes_bad_problems_one_line_each_and_goes_on(trained):
-    _, path = trained
+@pytest.mark.slow
+def test_ask_takes_bad_problems_one_line_each_and_goes_on(added):
+    _, path = added
     bad = {'hello': "'hello' is not a problem: type one like 123*45, 7/3 or 12-345",
            '1+2+3': "'1+2+3' is not a problem",
            '123+4': '123 has more than 2 digits, the most this model learned',
@@ -217,6 +211,7 @@ def test_a_division_by_zero_is_refused(tmp_path, capsys):
                         said), said
 
 
+@pytest.mark.slow
 def test_ask_without_a_checkpoint_is_one_line(tmp_path):
     r = ask(tmp_path / 'none.pt', '1+2')
     assert r.returncode == 1 and r.stdout == ''
@@ -224,19 +219,18 @@ def test_ask_without_a_checkpoint_is_one_line(tmp_path):
                        "'python exercises/calculator.py'\n"
 
 
-def test_help_lists_the_options():
-    r = run_script(CALC, '--help')
-    assert r.returncode == 0 and r.stderr == ''
+def test_help_lists_the_options(capsys):
+    calc.main(['--help'])
+    out = capsys.readouterr().out
     for line in ['--n_digits=3', '--ops=+-*/', '--cot=True', '--held_out=25', '--max_time=600.0', '--ask=',
                  'a and b have up to this many digits']:
-        assert line in r.stdout
+        assert line in out
 
 
-@pytest.mark.parametrize('arg, words', [
-    ('--n_digits=x', "bad value 'x' for --n_digits: expected int like 3"),
-    ('--n_digits=0', '--n_digits=0 must be 1 to 9'),
-])
+@pytest.mark.slow
+@pytest.mark.parametrize('arg, words', [('--n_digits=0', '--n_digits=0 must be 1 to 9')])
 def test_a_bad_value_exits_2_with_one_line(arg, words, tmp_path):
+    # the terminal's view, once; the other refusals in this process, below
     r = run_script(CALC, arg, f'--ckpt_path={tmp_path}/calc.pt')
     assert r.returncode == 2 and r.stdout == ''
     assert r.stderr.startswith('calculator.py: error: ') and r.stderr.count('\n') == 1 and words in r.stderr
@@ -245,6 +239,7 @@ def test_a_bad_value_exits_2_with_one_line(arg, words, tmp_path):
 
 @pytest.mark.parametrize('args, words', [
     (['--nope=1'], "unknown hyperparameter '--nope=1'; valid names: n_digits, ops,"),
+    (['--n_digits=x'], "bad value 'x' for --n_digits: expected int like 3"),
     (['--ops=%'], "--ops='%' must be some of '+-*/', each once"),
     (['--ops=++'], "--ops='++' must be some of '+-*/', each once"),
     (['--held_out=60'], '--held_out=60 must be a percentage from 1 to 50'),

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import gpt
@@ -17,6 +18,7 @@ def torchrun(*args, timeout=150):
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_print_each_step_once(tiny_text, capsys):
     r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={tiny_text}',
                  f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=20', '--eval_interval=10')
@@ -36,13 +38,19 @@ def test_two_processes_train_and_print_each_step_once(tiny_text, capsys):
     assert not all(torch.allclose(saved['model'][name], alone[name]) for name in alone)
 
 
-def test_two_ranks_on_half_batches_equal_one_process_on_the_whole(tmp_path):
-    step = os.path.join(ROOT, 'tests', 'ddp_step.py')
-    r = torchrun(step, str(tmp_path / 'ddp.pt'), ROOT)
+@pytest.fixture(scope='module')
+def ddp_steps(tmp_path_factory):
+    """One step of two ranks on half a batch each, with SGD and with Muon (one torchrun for both)."""
+    out = tmp_path_factory.mktemp('ddp') / 'ddp.pt'
+    r = torchrun(os.path.join(ROOT, 'tests', 'ddp_step.py'), str(out), ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_two_ranks_on_half_batches_equal_one_process_on_the_whole(ddp_steps):
     # teardown_distributed joined the process group's threads: none is left to release its work after Python's end
-    assert [(tmp_path / f'ddp.pt.threads{rank}').read_text() for rank in (0, 1)] == ['0\n', '0\n']
-    ddp, one = torch.load(tmp_path / 'ddp.pt'), one_step(gpt) # the whole batch in this process
+    assert [open(f'{ddp_steps}.threads{rank}').read() for rank in (0, 1)] == ['0\n', '0\n']
+    ddp, one = torch.load(f'{ddp_steps}.sgd'), one_step(gpt) # the whole batch in this process
     torch.manual_seed(0)
     init = gpt.GPTLanguageModel(vocab_size=13, block_size=16, n_embd=32, n_head=4, n_layer=2).state_dict()
     for name, grad in one['grads'].items(): # DDP averaged the two halves' gradients into the whole batch's
@@ -52,6 +60,7 @@ def test_two_ranks_on_half_batches_equal_one_process_on_the_whole(tmp_path):
         assert not torch.equal(weight, init[name]), name # the step did move every weight
 
 
+@pytest.mark.slow
 def test_a_bad_override_is_reported_once_not_once_per_rank(tiny_text):
     r = torchrun(os.path.join(ROOT, 'gpt.py'), '--device=cpu', '--n_head=5', '--max_iters=1', '--eval_iters=1',
                  f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt', timeout=60)
@@ -59,24 +68,24 @@ def test_a_bad_override_is_reported_once_not_once_per_rank(tiny_text):
     assert r.stderr.count('gpt.py: error: --n_embd=') == 1, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_ranks_stop_at_the_same_step_when_max_time_runs_out(tiny_text):
     # rank 0's clock decides for both: were they to stop at different steps, one would wait for the other's
     # gradients until the 10-minute timeout, and the command would not end here (with Muon: its whole path too)
     r = torchrun(os.path.join(ROOT, 'exercises', 'muon.py'), *TINY_GPT, f'--input_path={tiny_text}',
                  f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=1000000', '--eval_interval=1000000',
-                 '--max_time=3', timeout=60)
+                 '--max_time=1', timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
     steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', r.stdout, re.M).group(1))
     saved = gpt.load_checkpoint(str(tiny_text.parent / 'gpt.pt'))
     assert saved['iter'] == steps and saved['optimizer']['adamw']['state'][0]['step'] == steps
 
 
-def test_muon_orthogonalises_the_gradient_ddp_averaged(tmp_path):
+@pytest.mark.slow
+def test_muon_orthogonalises_the_gradient_ddp_averaged(ddp_steps):
     # Muon's update is not linear in the gradient: two ranks agree with one process only if each rank orthogonalises
     # the average of both halves' gradients, not its own half's
-    r = torchrun(os.path.join(ROOT, 'tests', 'ddp_step.py'), str(tmp_path / 'ddp.pt'), ROOT, 'muon')
-    assert r.returncode == 0, r.stderr[-3000:]
-    ddp, one = torch.load(tmp_path / 'ddp.pt'), one_step(gpt, kind='muon')
+    ddp, one = torch.load(f'{ddp_steps}.muon'), one_step(gpt, kind='muon')
     torch.manual_seed(0)
     init = gpt.GPTLanguageModel(vocab_size=13, block_size=16, n_embd=32, n_head=4, n_layer=2).state_dict()
     half = one_step(gpt, 0, 2, kind='muon') # one rank's half alone, orthogonalised by itself

@@ -10,7 +10,7 @@ import torch
 
 import bigram
 import gpt
-from conftest import ROOT, TINY, TINY_GPT
+from conftest import ROOT, TINY, train
 from standin import gpu, mps # noqa: F401 (fixtures)
 
 from exercises import calculator
@@ -19,16 +19,13 @@ import muon # noqa: E402
 
 # loading a CPU checkpoint into the stand-in's weights copies nothing (meta holds no data): it says so every time
 pytestmark = pytest.mark.filterwarnings('ignore:.*copying from a non-meta parameter')
-ON_CPU = [a for a in TINY_GPT if not a.startswith('--device')]
 A100, T4 = (8, 0), (7, 5)
 
 
 @pytest.fixture(scope='module')
 def cpu_ckpt(tmp_path_factory):
     """A checkpoint written on the CPU, to be read on the GPU (trained before any stand-in exists)."""
-    path = tmp_path_factory.mktemp('cpu') / 'gpt.pt'
-    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={path}', '--max_iters=3', '--max_new_tokens=0'])
-    return path
+    return train(tmp_path_factory.mktemp('cpu'), '--max_iters=3', '--max_new_tokens=0')
 
 
 def on_the_device(ckpt_path):
@@ -37,16 +34,14 @@ def on_the_device(ckpt_path):
     return len(weights) > 0 and all(w.is_meta for w in weights)
 
 
-def train_on(device, tmp_path, *args):
-    gpt.main([*ON_CPU, f'--device={device}', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpu.pt',
-              '--max_iters=3', '--eval_interval=2', '--max_new_tokens=3', *args])
-    return tmp_path / 'gpu.pt'
+ON_GPU = ['--max_iters=3', '--eval_interval=2', '--max_new_tokens=3'] # two evaluations, the last step, a sample
 
 
 @pytest.mark.parametrize('gpu, dtype', [(A100, 'bfloat16'), (T4, 'float16'), (A100, 'float32')], indirect=['gpu'],
                          ids=['A100 auto bf16', 'T4 auto float16', 'float32'])
 def test_gpt_trains_evaluates_saves_and_samples_on_a_gpu_in_each_dtype(gpu, dtype, tmp_path, capsys):
-    ckpt = train_on('cuda', tmp_path, '--eval_sample=5', *(['--dtype=float32'] if dtype == 'float32' else []))
+    ckpt = train(tmp_path, '--device=cuda', *ON_GPU, '--eval_sample=5',
+                 *(['--dtype=float32'] if dtype == 'float32' else []), ckpt='gpu.pt')
     out = capsys.readouterr().out
     assert f'dtype={dtype}' in out and 'step 2: train loss' in out and 'val loss on the whole val split' in out
     assert out.count('  writes: ') == 2 # what the model writes at each evaluation, drawn on the GPU too
@@ -56,7 +51,7 @@ def test_gpt_trains_evaluates_saves_and_samples_on_a_gpu_in_each_dtype(gpu, dtyp
 @pytest.mark.parametrize('gpu', [T4], indirect=True) # float16: its loss scale restored too
 def test_resume_and_sample_read_a_cpu_checkpoint_on_a_gpu(cpu_ckpt, gpu, tmp_path, capsys):
     (tmp_path / 'gpu.pt').write_bytes(cpu_ckpt.read_bytes())
-    ckpt = train_on('cuda', tmp_path, '--resume', '--max_iters=5')
+    ckpt = train(tmp_path, '--device=cuda', *ON_GPU, '--resume', '--max_iters=5', ckpt='gpu.pt')
     assert torch.load(ckpt)['iter'] == 5 and on_the_device(ckpt)
     capsys.readouterr()
     gpt.main(['--sample', '--device=cuda', f'--ckpt_path={cpu_ckpt}', '--max_new_tokens=7', '--prompt=ROMEO'])
@@ -64,7 +59,7 @@ def test_resume_and_sample_read_a_cpu_checkpoint_on_a_gpu(cpu_ckpt, gpu, tmp_pat
 
 
 def test_init_from_starts_a_gpu_run_from_a_cpu_checkpoint(cpu_ckpt, gpu, tmp_path, capsys):
-    ckpt = train_on('cuda', tmp_path, f'--init_from={cpu_ckpt}')
+    ckpt = train(tmp_path, '--device=cuda', *ON_GPU, f'--init_from={cpu_ckpt}', ckpt='gpu.pt')
     assert f'weights from {cpu_ckpt}' in capsys.readouterr().out and on_the_device(ckpt)
 
 
@@ -77,8 +72,7 @@ def test_attention_pictures_from_a_gpu(cpu_ckpt, gpu, tmp_path, capsys):
 
 
 def test_bench_on_a_gpu(gpu, tmp_path, capsys):
-    gpt.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpu.pt', '--bench',
-              '--bench_iters=2'])
+    train(tmp_path, '--device=cuda', '--bench', '--bench_iters=2', ckpt='gpu.pt')
     assert 'ms/iter' in capsys.readouterr().out and not (tmp_path / 'gpu.pt').exists()
 
 
@@ -93,8 +87,7 @@ def test_muon_trains_on_a_gpu_in_bf16_only_where_the_gpu_has_it(gpu, ns_dtype, t
     model = gpt.GPTLanguageModel(20, 16, 32, 2, 2).to('cuda')
     assert muon.configure_optimizer(model, 1e-3, 0.1, 0.99).optimizers['muon'].ns_dtype == ns_dtype
     if ns_dtype == torch.bfloat16: # (a run on one of them is enough)
-        muon.main([*ON_CPU, '--device=cuda', f'--input_path={TINY}', f'--ckpt_path={tmp_path}/muon.pt',
-                   '--max_iters=3', '--eval_interval=2'])
+        train(tmp_path, '--device=cuda', '--max_iters=3', '--eval_interval=2', script=muon, ckpt='muon.pt')
         assert on_the_device(tmp_path / 'muon.pt')
 
 
@@ -117,7 +110,7 @@ def test_the_calculator_trains_evaluates_and_answers_on_a_gpu(cpu_calculator, gp
 
 
 def test_gpt_trains_and_samples_on_mps_in_float32(mps, tmp_path, capsys):
-    ckpt = train_on('mps', tmp_path)
+    ckpt = train(tmp_path, '--device=mps', *ON_GPU, ckpt='gpu.pt')
     assert 'dtype=float32' in capsys.readouterr().out and on_the_device(ckpt)
 
 
@@ -129,7 +122,7 @@ def test_the_final_sample_runs_the_code_sample_runs_at_its_precision(cpu_ckpt, g
     try:
         gpt.main(['--sample', '--device=cuda', f'--ckpt_path={cpu_ckpt}', '--max_new_tokens=4'])
         sample, seen[:] = list(seen), []
-        train_on('cuda', tmp_path, '--max_new_tokens=4')
+        train(tmp_path, '--device=cuda', *ON_GPU, '--max_new_tokens=4', ckpt='gpu.pt')
     finally:
         hook.remove()
     assert ('MultiHeadAttention', 'highest') in sample and seen[-len(sample):] == sample
@@ -151,7 +144,7 @@ def test_a_device_this_machine_lacks_is_refused_in_one_line(script, device, word
 def test_half_precision_on_mps_is_refused_in_one_line(dtype, mps, tmp_path, capsys):
     # autocast has no 'mps' in torch 2.4, float16's GradScaler fails there until about 2.8, bf16 turns itself off in 2.5
     with pytest.raises(gpt.UsageError, match=f'--dtype={dtype} on MPS: .*; use --dtype=float32'):
-        train_on('mps', tmp_path, f'--dtype={dtype}')
+        train(tmp_path, '--device=mps', *ON_GPU, f'--dtype={dtype}', ckpt='gpu.pt')
     assert capsys.readouterr().out == '' and not (tmp_path / 'gpu.pt').exists()
 
 
@@ -159,7 +152,7 @@ def test_torchrun_on_mps_is_refused_in_one_line(mps, tmp_path, monkeypatch, caps
     for name, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT='1').items():
         monkeypatch.setenv(name, value)
     with pytest.raises(gpt.UsageError, match='torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors'):
-        train_on('mps', tmp_path)
+        train(tmp_path, '--device=mps', *ON_GPU, ckpt='gpu.pt')
     assert not (tmp_path / 'gpu.pt').exists()
 
 
@@ -174,7 +167,7 @@ def test_torchrun_on_cuda_takes_nccl_where_this_torch_has_it_else_gloo(nccl, gpu
         raise KeyboardInterrupt
     monkeypatch.setattr(torch.distributed, 'init_process_group', init_process_group)
     with pytest.raises(KeyboardInterrupt):
-        train_on('cuda', tmp_path)
+        train(tmp_path, '--device=cuda', *ON_GPU, ckpt='gpu.pt')
     assert backends == ['nccl' if nccl else 'gloo']
 
 
@@ -188,5 +181,5 @@ def test_an_nvidia_gpu_that_this_torch_cannot_use_is_named_with_the_fix(tmp_path
             '--index-url https://download.pytorch.org/whl/cu130')
     for path, shown in ((os.environ['PATH'], False), (f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", True)):
         monkeypatch.setenv('PATH', path)
-        gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=1'])
+        train(tmp_path, '--max_iters=1')
         assert (hint in capsys.readouterr().out) == shown

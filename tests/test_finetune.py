@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import TINY, TINY_GPT, run_script
+from conftest import TINY, run_script, train
 
 ROWS = ('token_embedding_table.weight', 'lm_head.weight', 'lm_head.bias')
 
@@ -20,22 +20,19 @@ def pretrained(tmp_path_factory):
     (folder / 'big.txt').write_text(text[:6000], encoding='utf-8')
     (folder / 'small.txt').write_text(''.join(f'{i % 10}{line}\n' for i, line in
                                               enumerate(text[6000:].splitlines())), encoding='utf-8')
-    r = run_script('gpt.py', *TINY_GPT, f'--input_path={folder}/big.txt', f'--ckpt_path={folder}/big.pt',
-                   '--max_iters=300', '--eval_interval=1000', '--learning_rate=1e-2', '--max_new_tokens=0')
-    assert r.returncode == 0, r.stderr
+    train(folder, f'--input_path={folder}/big.txt', '--max_iters=300', '--eval_interval=1000', '--learning_rate=1e-2',
+          '--max_new_tokens=0', ckpt='big.pt')
     return folder
 
 
-def finetune(folder, *args):
-    return run_script('gpt.py', f'--init_from={folder}/big.pt', f'--input_path={folder}/small.txt',
-                      f'--ckpt_path={folder}/small.pt', '--eval_iters=20', '--max_new_tokens=0', '--device=cpu', *args)
+def finetuning(folder):
+    return [f'--init_from={folder}/big.pt', f'--input_path={folder}/small.txt', '--eval_iters=20', '--max_new_tokens=0']
 
 
-def test_the_rows_of_each_character_are_found_by_the_character_not_its_index(pretrained):
+def test_the_rows_of_each_character_are_found_by_the_character_not_its_index(pretrained, capsys):
     before = (pretrained / 'big.pt').read_bytes()
     # one step at a rate too small to move anything: the saved weights are those --init_from started with
-    r = finetune(pretrained, '--max_iters=1', '--learning_rate=1e-12')
-    assert r.returncode == 0, r.stderr
+    train(pretrained, *finetuning(pretrained), '--max_iters=1', '--learning_rate=1e-12', ckpt='small.pt')
     big, small = torch.load(pretrained / 'big.pt'), torch.load(pretrained / 'small.pt')
     assert (pretrained / 'big.pt').read_bytes() == before # the file it starts from is never written to
     old, new = big['chars'], small['chars']
@@ -55,15 +52,16 @@ def test_the_rows_of_each_character_are_found_by_the_character_not_its_index(pre
             assert torch.allclose(small['model'][name], tensor, atol=1e-9), name
     assert small['iter'] == 1 and small['optimizer']['state'][0]['step'] == 1
     assert small['config']['learning_rate'] == 1e-12
+    out = capsys.readouterr().out
     assert f"weights from {pretrained}/big.pt: {len(shared)} of this text's {len(new)} characters known; " \
-           f"new: {''.join(sorted(set(new) - set(old)))!r}; dropped: {''.join(sorted(set(old) - set(new)))!r}" in r.stdout
+           f"new: {''.join(sorted(set(new) - set(old)))!r}; dropped: {''.join(sorted(set(old) - set(new)))!r}" in out
 
 
-def test_the_pretrained_weights_start_far_below_a_fresh_models_loss(pretrained):
-    r = finetune(pretrained, '--max_iters=1')
-    assert r.returncode == 0, r.stderr
+def test_the_pretrained_weights_start_far_below_a_fresh_models_loss(pretrained, capsys):
+    train(pretrained, *finetuning(pretrained), '--max_iters=1', ckpt='small.pt')
+    out = capsys.readouterr().out
     vocab = len(torch.load(pretrained / 'small.pt')['chars'])
-    step0 = float(re.search(r'^step 0: train loss [\d.]+, val loss ([\d.]+)$', r.stdout, re.M).group(1))
+    step0 = float(re.search(r'^step 0: train loss [\d.]+, val loss ([\d.]+)$', out, re.M).group(1))
     assert step0 < math.log(vocab) - 1.0 # a fresh model starts at ln(vocab_size): --init_from loaded what it learned
     # the lecture's advice: finetune at a lower rate (half the small configuration's, unless one is given)
     assert torch.load(pretrained / 'small.pt')['config']['learning_rate'] == gpt.small['learning_rate'] / 2
@@ -85,7 +83,8 @@ def test_bad_init_from_is_refused_and_the_checkpoint_stays(args, words, pretrain
     assert (pretrained / 'big.pt').read_bytes() == before and not (pretrained / 'other.pt').exists()
 
 
+@pytest.mark.slow
 def test_a_bad_init_from_is_one_line_on_the_terminal(pretrained):
-    r = finetune(pretrained, f'--init_from={pretrained}/none.pt')
+    r = run_script('gpt.py', *finetuning(pretrained), f'--init_from={pretrained}/none.pt')
     assert r.returncode == 1 and r.stdout == ''
     assert r.stderr.count('\n') == 1 and r.stderr.startswith('gpt.py: error: no checkpoint at')

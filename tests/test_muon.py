@@ -8,7 +8,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import gpt
-from conftest import ROOT, TINY, TINY_GPT
+from conftest import ROOT, TINY, TINY_GPT, train
 
 sys.path.insert(0, os.path.join(ROOT, 'exercises'))
 import muon as ex4 # (not 'muon': the name of the optimizer in these tests)
@@ -48,9 +48,8 @@ def test_a_tiny_muon_run_lowers_the_loss_on_its_own_schedule(tmp_path, capsys):
         rates.append((type(optimizer).__name__, [g['lr'] for g in optimizer.param_groups]))
     handle = register_optimizer_step_pre_hook(record)
     try:
-        ex4.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt',
-                  '--learning_rate=2e-3', '--warmup_iters=5', '--lr_decay=linear', '--max_iters=80',
-                  '--eval_interval=40', '--max_new_tokens=0'])
+        train(tmp_path, '--learning_rate=2e-3', '--warmup_iters=5', '--lr_decay=linear', '--max_iters=80',
+              '--eval_interval=40', '--max_new_tokens=0', script=ex4)
     finally:
         handle.remove()
     assert "optimizer: Muon at 2x AdamW's rate for the blocks' matrices, AdamW for the rest" in capsys.readouterr().out
@@ -146,19 +145,17 @@ def test_newton_schulz_runs_in_float32_on_a_cpu():
     assert ex4.configure_optimizer(model, 1e-3, 0.1, 0.99).optimizers['muon'].ns_dtype == torch.float32
 
 
-def test_bench_and_the_time_budget_run_muon_too(tmp_path, capsys):
+def test_bench_and_the_time_budget_run_muon_too(tmp_path, clock, capsys):
     stepped = []
     handle = register_optimizer_step_pre_hook(
         lambda optimizer, args, kwargs: stepped.append((type(optimizer).__name__, optimizer.param_groups[0]['lr'])))
     try:
-        ex4.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/bench.pt', '--bench',
-                  '--bench_iters=3'])
+        train(tmp_path, '--bench', '--bench_iters=3', script=ex4, ckpt='bench.pt')
         assert [name for name, _ in stepped].count('Muon') == 2 + 3 # the warm-up steps and the timed ones
         assert re.search(r'^bench: \d+\.\d ms/iter', capsys.readouterr().out, re.M)
         del stepped[:]
-        ex4.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt',
-                  '--max_time=2', '--max_iters=1000000', '--eval_interval=1000000', '--lr_decay=linear',
-                  '--warmup_iters=2', '--max_new_tokens=0']) # a warmup that ends within 2 s on any machine
+        train(tmp_path, '--max_time=2', '--max_iters=1000000', '--eval_interval=1000000', '--lr_decay=linear',
+              '--warmup_iters=2', '--max_new_tokens=0', script=ex4) # (on the test's clock, a step takes 0.1 s)
     finally:
         handle.remove()
     assert '(max_time reached)' in capsys.readouterr().out

@@ -10,17 +10,15 @@ import pytest
 import torch
 
 import gpt
-from conftest import ROOT, TINY, TINY_GPT
+from conftest import ROOT, train
 
 PROMPT = 'First Citizen:\nBefore we'
 
 
 @pytest.fixture(scope='module')
 def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp('pictures') / 'gpt.pt'
-    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={path}', '--max_iters=30', '--eval_interval=100',
-              '--learning_rate=1e-2', '--max_new_tokens=0', '--eval_sample=0'])
-    return path
+    return train(tmp_path_factory.mktemp('pictures'), '--max_iters=30', '--eval_interval=100', '--learning_rate=1e-2',
+                 '--max_new_tokens=0')
 
 
 def model_from(path, module=gpt):
@@ -85,6 +83,14 @@ def test_sample_with_attention_writes_both_pictures_and_says_where(ckpt, capsys)
     assert capsys.readouterr().out == out
 
 
+@pytest.mark.loss_picture
+def test_training_draws_its_loss_curves_beside_the_checkpoint(tmp_path, capsys):
+    train(tmp_path, '--max_iters=21', '--eval_interval=10', '--max_new_tokens=0')
+    png = (tmp_path / 'gpt.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and 10_000 < len(png) < 200_000 # (two curves, three points each)
+
+
+@pytest.mark.loss_picture
 def test_without_matplotlib_attention_says_how_to_install_it_in_one_line_and_training_goes_on(ckpt, tmp_path,
                                                                                                    monkeypatch, capsys):
     for name in ('matplotlib', 'matplotlib.pyplot'): # as if not installed: importing it fails
@@ -94,7 +100,7 @@ def test_without_matplotlib_attention_says_how_to_install_it_in_one_line_and_tra
         gpt.run_command(gpt.main)
     assert e.value.code == 1 and capsys.readouterr() == ('', 'gpt.py: error: --attention draws with matplotlib, which '
                                                              'is not installed: pip install matplotlib\n')
-    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=2'])
+    train(tmp_path, '--max_iters=2')
     assert 'trained in' in capsys.readouterr().out and not (tmp_path / 'gpt.png').exists() # no loss picture, no error
 
 
@@ -103,22 +109,17 @@ def test_attention_needs_a_prompt(ckpt, capsys):
         gpt.main(['--sample', '--attention', f'--ckpt_path={ckpt}'])
 
 
-def writing(tmp_path, *args):
-    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=21',
-              '--eval_interval=10', '--max_new_tokens=0', *args])
-
-
 def test_each_evaluation_shows_what_the_model_writes_and_the_training_is_the_same_without(tmp_path, capsys):
-    writing(tmp_path, '--eval_sample=30')
+    train(tmp_path, '--max_iters=21', '--eval_interval=10', '--max_new_tokens=0', '--eval_sample=30')
     out = capsys.readouterr().out
     steps = re.findall(r'^step \d+: .*$', out, re.M)
     lines = re.findall(r'^step \d+: .*\n  writes: (.*)$', out, re.M)
     assert len(steps) == len(lines) == 3 and all(len(line) == 30 and '\n' not in line for line in lines)
     assert lines[0] != lines[-1] # it learns
-    writing(tmp_path, '--eval_sample=30')
+    train(tmp_path, '--max_iters=21', '--eval_interval=10', '--max_new_tokens=0', '--eval_sample=30')
     assert re.findall(r'^  writes: (.*)$', capsys.readouterr().out, re.M) == lines # the same seed, the same lines
-    writing(tmp_path, '--eval_sample=0')
+    train(tmp_path, '--max_iters=21', '--eval_interval=10', '--max_new_tokens=0', '--eval_sample=0')
     quiet = capsys.readouterr().out
     assert 'writes:' not in quiet and re.findall(r'^step \d+: .*$', quiet, re.M) == steps # the same losses
-    writing(tmp_path, '--eval_sample=30', '--seed=7')
+    train(tmp_path, '--max_iters=21', '--eval_interval=10', '--max_new_tokens=0', '--eval_sample=30', '--seed=7')
     assert re.findall(r'^  writes: (.*)$', capsys.readouterr().out, re.M)[0] != lines[0]

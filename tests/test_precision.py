@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import TINY, TINY_GPT
+from conftest import train
 
 
 @pytest.mark.parametrize('device, capability, n_embd, expect', [
@@ -38,26 +38,21 @@ def test_bf16_on_a_gpu_without_it_is_refused_with_the_fix(monkeypatch):
     assert c.dtype == 'bfloat16'
 
 
-def train(tmp_path, *args):
-    gpt.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt', '--dtype=float16',
-              '--max_new_tokens=0', *args])
-    return torch.load(tmp_path / 'gpt.pt')
-
-
 def test_float16_with_its_scaler_learns(tmp_path, capsys):
-    ckpt = train(tmp_path, '--max_iters=150', '--eval_interval=149', '--eval_iters=10')
+    ckpt = torch.load(train(tmp_path, '--dtype=float16', '--max_new_tokens=0', '--max_iters=150', '--eval_interval=149',
+                            '--eval_iters=10'))
     vals = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines() if line.startswith('step ')]
     assert len(vals) == 2 and vals[1] < vals[0] - 0.8 # from ln(vocab), about 4, to below 3.2
     assert ckpt['scaler']['_growth_tracker'] > 0 # the scaler ran: it counts the steps since its last overflow
 
 
 def test_an_overflowing_step_is_skipped_and_the_scale_survives_resume(tmp_path, capsys):
-    before = train(tmp_path, '--max_iters=5')
+    before = torch.load(train(tmp_path, '--dtype=float16', '--max_new_tokens=0', '--max_iters=5'))
     assert before['scaler']['_growth_tracker'] > 0 # steps without an overflow, counted (5 here, unless one overflowed)
     # a scale no float16 gradient survives, put in the checkpoint: if --resume restores it, the next step overflows
     before['scaler']['scale'] = 2.0**100
     torch.save(before, tmp_path / 'gpt.pt')
-    after = train(tmp_path, '--resume', '--max_iters=6')
+    after = torch.load(train(tmp_path, '--dtype=float16', '--max_new_tokens=0', '--resume', '--max_iters=6'))
     assert after['iter'] == 6
     assert after['scaler']['scale'] == 2.0**99 and after['scaler']['_growth_tracker'] == 0 # restored, then halved
     for name, weight in before['model'].items(): # the step was skipped: nothing moved, nothing became inf or NaN

@@ -12,7 +12,7 @@ import pytest
 
 import bigram
 import gpt
-from conftest import ROOT, TINY, TINY_GPT, run_script
+from conftest import ROOT, TINY, TINY_GPT, run_script, train
 
 STEP = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
 
@@ -21,16 +21,16 @@ def val_losses(stdout):
     return [float(m.group(3)) for m in STEP.finditer(stdout)]
 
 
-def test_bigram_short_run_lowers_val_loss(tiny_text):
-    r = run_script('bigram.py', f'--input_path={tiny_text}', '--max_iters=300', '--eval_interval=100',
-                   '--eval_iters=20', '--max_new_tokens=50')
-    assert r.returncode == 0, r.stderr
-    losses = val_losses(r.stdout)
+def test_bigram_short_run_lowers_val_loss(tiny_text, capsys):
+    bigram.main([f'--input_path={tiny_text}', '--max_iters=300', '--eval_interval=100', '--eval_iters=20',
+                 '--max_new_tokens=50'])
+    out = capsys.readouterr().out
+    losses = val_losses(out)
     assert len(losses) == 4 # steps 0, 100, 200, 299
     vocab = len(set(open(TINY).read()))
     assert losses[0] > math.log(vocab) # N(0,1) init starts worse than uniform
     assert losses[-1] < losses[0] - 1.0
-    sample = r.stdout.rstrip('\n').split('trained in')[-1].split('\n', 1)[1]
+    sample = out.rstrip('\n').split('trained in')[-1].split('\n', 1)[1]
     assert len(sample) == 51 # the start token and 50 new characters
     assert set(sample) <= set(open(TINY).read())
 
@@ -47,7 +47,8 @@ def test_gpt_tiny_run_prints_the_lectures_lines(tiny_text):
 
 @pytest.mark.parametrize('script, arg, words', [
     ('gpt.py', '--max_iter=10', ["unknown hyperparameter '--max_iter=10'", 'valid names: batch_size, block_size']),
-    ('bigram.py', '--learning_rate=fast', ["bad value 'fast' for --learning_rate", 'expected float']),
+    pytest.param('bigram.py', '--learning_rate=fast', ["bad value 'fast' for --learning_rate", 'expected float'],
+                 marks=pytest.mark.slow), # (the same lines as gpt.py's: test_both_scripts_share_the_code...)
 ])
 def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
     r = run_script(script, arg, f'--input_path={tiny_text}')
@@ -123,6 +124,7 @@ def test_bad_text_gives_a_clear_error(script, content, words, tmp_path, capsys):
     assert os.listdir(tmp_path) == ['mine.txt'] # and nothing made
 
 
+@pytest.mark.slow
 def test_bad_text_exits_1_with_one_line(tmp_path):
     path = tmp_path / 'mine.txt'
     path.write_bytes(b'caf\xe9 au lait\n' * 100)
@@ -133,14 +135,14 @@ def test_bad_text_exits_1_with_one_line(tmp_path):
     assert os.listdir(tmp_path) == ['mine.txt']
 
 
-def test_any_utf8_text_trains(tmp_path):
+def test_any_utf8_text_trains(tmp_path, capsys):
     path = tmp_path / 'poem.txt'
     path.write_text('Ἐν ἀρχῇ ἦν ὁ λόγος — naïve café, 東京. ' * 40, encoding='utf-8')
-    r = run_script('gpt.py', *TINY_GPT, f'--input_path={path}', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=5')
-    assert r.returncode == 0, r.stderr
-    assert set(r.stdout.rstrip('\n').rsplit('\n', 1)[-1]) <= set(path.read_text(encoding='utf-8'))
+    train(tmp_path, f'--input_path={path}', '--max_iters=5')
+    assert set(capsys.readouterr().out.rstrip('\n').rsplit('\n', 1)[-1]) <= set(path.read_text(encoding='utf-8'))
 
 
+@pytest.mark.slow
 def test_a_console_that_cannot_show_the_text_gets_question_marks_not_a_traceback(tmp_path):
     # Windows writes redirected output in its code page (cp1252 in the West): Greek has no place in it
     path = tmp_path / 'greek.txt'
@@ -186,27 +188,27 @@ class Server:
         self.httpd.server_close()
 
 
-@pytest.mark.parametrize('script', ['bigram.py', 'gpt.py'])
-def test_download_writes_the_served_bytes(script, tmp_path):
+@pytest.mark.parametrize('script', [bigram, gpt], ids=['bigram.py', 'gpt.py'])
+def test_download_writes_the_served_bytes(script, tmp_path, capsys):
     body = open(TINY, 'rb').read()
     server = Server(body)
     try:
         target = tmp_path / 'input.txt'
-        r = run_script(script, f'--data_url={server.url}', f'--input_path={target}', '--max_iters=1',
-                       '--eval_iters=1', '--max_new_tokens=1', f'--ckpt_path={tmp_path}/gpt.pt' if script == 'gpt.py'
-                       else '--block_size=8', *(TINY_GPT[:5] if script == 'gpt.py' else []))
+        script.main([f'--data_url={server.url}', f'--input_path={target}', '--max_iters=1', '--eval_iters=1',
+                     '--max_new_tokens=1', f'--ckpt_path={tmp_path}/gpt.pt' if script is gpt else '--block_size=8',
+                     *(TINY_GPT[:5] if script is gpt else [])])
     finally:
         server.close()
-    assert r.returncode == 0, r.stderr
-    assert f'downloading {server.url} to {target}' in r.stdout
+    assert f'downloading {server.url} to {target}' in capsys.readouterr().out
     assert target.read_bytes() == body
     made = sorted(set(os.listdir(tmp_path)) - {'gpt.png'}) # the plot, where matplotlib is installed
-    assert made == (['gpt.csv', 'gpt.pt', 'input.txt'] if script == 'gpt.py' else ['input.txt'])
+    assert made == (['gpt.csv', 'gpt.pt', 'input.txt'] if script is gpt else ['input.txt'])
 
 
-@pytest.mark.parametrize('script, where', [('gpt.py', 'closed port'), ('bigram.py', 'missing file'),
-                                           ('gpt.py', 'broken off'), ('bigram.py', 'broken off')])
-def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
+@pytest.mark.parametrize('script, where', [(gpt, 'closed port'), (bigram, 'missing file'), (gpt, 'broken off'),
+                                           (bigram, 'broken off')], ids=lambda x: getattr(x, '__name__', x))
+def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path, capsys):
+    # in this process: how status 1 reaches the terminal, one line, test_bad_text_exits_1_with_one_line shows
     body = open(TINY, 'rb').read() * 40 # 320 kB: several chunks reach the disk before the connection breaks
     server = Server(body, cut=len(body) // 2 if where == 'broken off' else None)
     url = server.url if where != 'closed port' else server.url.rsplit(':', 1)[0] + ':9/input.txt'
@@ -214,17 +216,17 @@ def test_failed_download_exits_1_and_leaves_no_file(script, where, tmp_path):
         url = url.replace('input.txt', 'nothing.txt') # the server answers 404
     try:
         target = tmp_path / 'input.txt'
-        tiny = [*TINY_GPT[:5], f'--ckpt_path={tmp_path}/gpt.pt'] if script == 'gpt.py' else []
-        r = run_script(script, f'--data_url={url}', f'--input_path={target}', '--max_iters=1', '--eval_iters=1', *tiny)
+        tiny = [*TINY_GPT[:5], f'--ckpt_path={tmp_path}/gpt.pt'] if script is gpt else []
+        with pytest.raises(script.UsageError) as e:
+            script.main([f'--data_url={url}', f'--input_path={target}', '--max_iters=1', '--eval_iters=1', *tiny])
     finally:
         server.close()
-    assert r.returncode == 1
-    line = r.stderr.strip()
-    assert '\n' not in line and 'Traceback' not in line
-    assert f'could not download {url}' in line and f'save it as {target}' in line
+    assert e.value.status == 1
+    assert f'could not download {url}' in str(e.value) and f'save it as {target}' in str(e.value)
     assert os.listdir(tmp_path) == [] # no partial file, and nothing else
 
 
+@pytest.mark.slow
 def test_help_exits_0_with_the_usage(capsys):
     r = run_script('gpt.py', '--help')
     assert r.returncode == 0 and r.stderr == ''
