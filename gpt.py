@@ -777,7 +777,7 @@ def fingerprint(cls):
     try:
         code = [(tokenize.tok_name[t.type], t.string.strip()) for t in tokenize.generate_tokens(io.StringIO(
             inspect.getsource(cls)).readline) if t.type not in (tokenize.NL, tokenize.COMMENT)]
-    except (OSError, TypeError): # no source to read (typed into a notebook, say): not the shipped code
+    except (OSError, TypeError, tokenize.TokenError): # no source to read (a notebook, say): not the shipped code
         return None
     return hashlib.sha256(repr(code).encode()).hexdigest()[:16]
 
