@@ -2,15 +2,13 @@
 loss; a tiny model that learns 2-digit addition and answers through --ask; the command line as a learner meets it."""
 import os
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import ROOT, run_script
+from conftest import run_script
 from exercises import calculator as calc
 
 CALC = 'exercises/calculator.py'
@@ -155,8 +153,7 @@ def test_teacher_forcing_counts_what_greedy_gets_exactly_right(added):
 
 
 def ask(path, *lines, arg='--ask'):
-    return subprocess.run([sys.executable, f'{ROOT}/{CALC}', arg, f'--ckpt_path={path}', '--device=cpu'],
-                          input=''.join(line + '\n' for line in lines), capture_output=True, text=True, timeout=60)
+    return run_script(CALC, arg, f'--ckpt_path={path}', '--device=cpu', input=''.join(line + '\n' for line in lines))
 
 
 @pytest.mark.slow

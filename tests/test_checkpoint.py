@@ -185,8 +185,8 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_its_command_resumes(script, tmp
     if script == 'gpt.py': # (its --resume: test_resume_carries_on_to_max_iters)
         return
     # the command it prints carries on (muon.py's own checkpoint: gpt.py refuses it), here for 2 steps more
-    r = subprocess.run([sys.executable, *command.group(2).split()[1:], f'--input_path={tmp_path}/tiny.txt',
-                        f"--max_iters={saved['iter'] + 2}", '--max_new_tokens=0'], capture_output=True, text=True)
+    r = run_script(*command.group(2).split()[1:], f'--input_path={tmp_path}/tiny.txt',
+                   f"--max_iters={saved['iter'] + 2}", '--max_new_tokens=0') # (the script's path: absolute)
     assert r.returncode == 0 and f"from step {saved['iter']} of" in r.stdout, r.stderr
     assert gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))['iter'] == saved['iter'] + 2
 
@@ -217,10 +217,9 @@ def test_a_full_disk_is_one_line_and_the_checkpoint_there_stays_whole(ckpt):
     resource = pytest.importorskip('resource') # (not on Windows)
     before = ckpt.read_bytes()
     limit = len(before) // 2
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'gpt.py'), '--resume', f'--ckpt_path={ckpt}',
-                        f'--input_path={ckpt.parent}/tiny.txt', '--max_iters=30', '--device=cpu'],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, 'OMP_NUM_THREADS': '1'},
-                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    r = run_script('gpt.py', '--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt',
+                   '--max_iters=30', '--device=cpu',
+                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     assert r.returncode == 1, r.stderr
     assert r.stderr == (f"gpt.py: error: cannot write {ckpt} (File too large); the one there is as it was; free some "
                         "space, or pass another --ckpt_path=\n")

@@ -4,15 +4,13 @@ import inspect
 import math
 import os
 import re
-import subprocess
-import sys
 import threading
 
 import pytest
 
 import bigram
 import gpt
-from conftest import ROOT, TINY, TINY_GPT, run_script, train
+from conftest import TINY, TINY_GPT, run_script, train
 
 STEP = re.compile(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', re.M)
 
@@ -148,9 +146,8 @@ def test_a_console_that_cannot_show_the_text_gets_question_marks_not_a_traceback
     path = tmp_path / 'greek.txt'
     path.write_text('Μῆνιν ἄειδε θεὰ Πηληϊάδεω Ἀχιλῆος, café\n' * 40, encoding='utf-8')
     for args in (['--max_iters=3', '--eval_sample=10'], ['--sample', '--prompt=Μῆνιν']):
-        r = subprocess.run([sys.executable, os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={path}',
-                            f'--ckpt_path={tmp_path}/gpt.pt', *args], capture_output=True, encoding='cp1252',
-                           timeout=120, env={**os.environ, 'PYTHONIOENCODING': 'cp1252', 'OMP_NUM_THREADS': '1'})
+        r = run_script('gpt.py', *TINY_GPT, f'--input_path={path}', f'--ckpt_path={tmp_path}/gpt.pt', *args,
+                       encoding='cp1252', env={'PYTHONIOENCODING': 'cp1252'})
         assert r.returncode == 0 and 'Traceback' not in r.stderr, r.stderr
         if '--sample' in args:
             assert r.stdout.startswith('?????') # the prompt, Μῆνιν
