@@ -69,6 +69,7 @@ started = {}
 @pytest.hookimpl(trylast=True) # after -m and -k have left out what they leave out
 def pytest_collection_modifyitems(config, items):
     needed = {name for item in items for name in getattr(item, 'fixturenames', ())}
+    items.sort(key=lambda item: bool(set(BESIDE) & set(getattr(item, 'fixturenames', ())))) # theirs last: ready then
     for name in needed & set(BESIDE):
         folder = tempfile.mkdtemp(prefix=f'{name}-')
         started[name] = folder, subprocess.Popen(

@@ -19,21 +19,27 @@ def torchrun(*args, timeout=150):
 
 
 @pytest.mark.slow
-def test_two_processes_train_and_print_each_step_once(tiny_text, capsys):
+def test_two_processes_train_print_each_step_once_and_stop_together_when_max_time_runs_out(tiny_text, capsys):
+    # rank 0's clock decides for both: were they to stop at different steps, one would wait for the other's
+    # gradients until the 10-minute timeout, and the command would not end here
     r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={tiny_text}',
-                 f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=20', '--eval_interval=10')
+                 f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=1000000', '--eval_interval=10',
+                 '--max_time=1', timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert re.findall(r'^step (\d+): train loss', r.stdout, re.M) == ['0', '10', '19']
+    steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', r.stdout, re.M).group(1))
+    evaluated = [*map(str, range(0, steps - 1, 10)), str(steps - 1)] # each once, and the last step's
+    assert re.findall(r'^step (\d+): train loss', r.stdout, re.M) == evaluated
     assert len(re.findall(r'M parameters$', r.stdout, re.M)) == 1
     assert 'on cpu x 2 processes' in r.stdout and 'batch_size=8 per rank, 16 in all' in r.stdout
     assert len(re.findall(r'^trained in', r.stdout, re.M)) == 1 # one checkpoint writer, one sampler
     saved = gpt.load_checkpoint(str(tiny_text.parent / 'gpt.pt'))
+    assert saved['iter'] == steps and saved['optimizer']['state'][0]['step'] == steps
     model = gpt.GPTLanguageModel(len(saved['chars']), 16, 32, 2, 2)
     model.load_state_dict(saved['model']) # the model's own names, not DDP's 'module.' ones
     # one process with the same seed and batch: ranks that shared a seed, or trained without DDP's averaging,
     # would end with exactly these weights
-    gpt.main([*TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/one.pt', '--max_iters=20',
-              '--eval_interval=10'])
+    gpt.main([*TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/one.pt',
+              f'--max_iters={steps}', '--eval_interval=10'])
     alone = torch.load(tiny_text.parent / 'one.pt')['model']
     assert not all(torch.allclose(saved['model'][name], alone[name]) for name in alone)
 
@@ -66,19 +72,6 @@ def test_a_bad_override_is_reported_once_not_once_per_rank(tiny_text):
                  f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt', timeout=60)
     assert r.returncode != 0
     assert r.stderr.count('gpt.py: error: --n_embd=') == 1, r.stderr[-3000:]
-
-
-@pytest.mark.slow
-def test_two_ranks_stop_at_the_same_step_when_max_time_runs_out(tiny_text):
-    # rank 0's clock decides for both: were they to stop at different steps, one would wait for the other's
-    # gradients until the 10-minute timeout, and the command would not end here (with Muon: its whole path too)
-    r = torchrun(os.path.join(ROOT, 'exercises', 'muon.py'), *TINY_GPT, f'--input_path={tiny_text}',
-                 f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=1000000', '--eval_interval=1000000',
-                 '--max_time=1', timeout=60)
-    assert r.returncode == 0, r.stderr[-3000:]
-    steps = int(re.search(r'^trained in [\d.]+ s, (\d+) steps \(max_time reached\)', r.stdout, re.M).group(1))
-    saved = gpt.load_checkpoint(str(tiny_text.parent / 'gpt.pt'))
-    assert saved['iter'] == steps and saved['optimizer']['adamw']['state'][0]['step'] == steps
 
 
 @pytest.mark.slow
