@@ -300,8 +300,8 @@ def main(argv):
 
 def run_command(main, script=os.path.basename(__file__)):
     """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
-    for stream in (sys.stdout, sys.stderr): # each line into a log as it is printed; what the console cannot
-        stream.reconfigure(errors='replace', line_buffering=True) # show (Windows' code pages) as a '?', not an error
+    for stream in [s for s in (sys.stdout, sys.stderr) if hasattr(s, 'reconfigure')]: # (IDLE's, notebooks': no)
+        stream.reconfigure(errors='replace', line_buffering=True) # lines reach a log at once; '?' if a code page fails
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit

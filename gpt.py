@@ -436,7 +436,7 @@ def choose_config(c, given):
     """The small configuration, where it runs: its name, and lines on the names it replaced and those edited."""
     which = c.config if c.config != 'auto' else 'lecture' if c.device.startswith('cuda') else 'small'
     replaced, edited, notes = [], [], []
-    kept = which == 'small' and any(n in given or getattr(c, n) != LECTURE[n] for n in SHAPE)
+    kept = which == 'small' and not c.init_from and any(n in given or getattr(c, n) != LECTURE[n] for n in SHAPE)
     for name, value in small.items() if which == 'small' else ():
         if name not in given and value != LECTURE[name] and not (kept and name in SHAPE):
             (replaced if getattr(c, name) == LECTURE[name] else edited).append(name)
@@ -763,8 +763,8 @@ def speed_up(model, c, scaler, notes):
                                                      'as edited, run as written (not by the fused kernel)'))
     if c.dtype != 'float32': # training and evaluation under autocast (Run.end takes it off: the sample is float32)
         forward = torch.autocast(c.device.split(':')[0], dtype=getattr(torch, c.dtype))(model.forward)
-        def autocast_forward(*args):
-            logits, loss = forward(*args)
+        def autocast_forward(idx, targets=None): # (no targets: a sample, the writes line's, drawn in float32)
+            logits, loss = forward(idx, targets) if targets is not None else type(model).forward(model, idx)
             if scaler.is_enabled() and loss is not None and loss.requires_grad: # float16: backward starts from
                 loss.register_hook(scaler.scale) # loss * scale, as scaler.scale(loss).backward() would
             return logits, loss
@@ -964,8 +964,9 @@ def main(argv):
     check_config(c)
     notes.append(choose_dtype(c)) # the device's, on every run: not carried by --resume
     if c.device == 'cpu' and torch.version.cuda is None and shutil.which('nvidia-smi'): # (pip's torch on Windows)
-        notes.append("an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then pip install torch "
-                     "--index-url https://download.pytorch.org/whl/cu130 (others: pytorch.org/get-started)")
+        notes.append("an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then its CUDA build for "
+                     "your driver (pytorch.org/get-started): pip install torch --index-url "
+                     "https://download.pytorch.org/whl/cu126")
     rank, n = setup_distributed(c)
     if rank: # only rank 0 prints and samples
         sys.stdout, c.max_new_tokens, c.eval_sample = open(os.devnull, 'w'), 0, 0
@@ -993,8 +994,8 @@ def main(argv):
 
 def run_command(main, script=os.path.basename(__file__)):
     """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
-    for stream in (sys.stdout, sys.stderr): # each line into a log as it is printed; what the console cannot
-        stream.reconfigure(errors='replace', line_buffering=True) # show (Windows' code pages) as a '?', not an error
+    for stream in [s for s in (sys.stdout, sys.stderr) if hasattr(s, 'reconfigure')]: # (IDLE's, notebooks': no)
+        stream.reconfigure(errors='replace', line_buffering=True) # lines reach a log at once; '?' if a code page fails
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit

@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,8 @@ def run_script(script, *args, cwd=None, timeout=120, env=None, **kwargs):
 # replay, needed last, at a lower priority, on the time the tests leave, then on every core. Their fixture waits.
 CALC = os.path.join(ROOT, 'exercises', 'calculator.py')
 BESIDE = { # fixture name: the command, run in a folder of its own ({folder})
-    'replayed': [sys.executable, '-c', 'import json, sys; sys.path.insert(0, sys.argv[1]); import replay; '
+    'replayed': [sys.executable, '-c', 'import json, os, sys; hasattr(os, "nice") and os.nice(10); '
+                 'sys.path.insert(0, sys.argv[1]); import replay; '
                  'json.dump(replay.main(gpu=False), open(sys.argv[2], "w"))', os.path.join(ROOT, 'tests'),
                  '{folder}/results.json'],
     # 2-digit addition, 99.9% or 100% by step 1000, 100% at 1500 (seeds 1337 and 1 to 5)
@@ -70,17 +72,18 @@ started = {}
 def pytest_collection_modifyitems(config, items):
     needed = {name for item in items for name in getattr(item, 'fixturenames', ())}
     items.sort(key=lambda item: bool(set(BESIDE) & set(getattr(item, 'fixturenames', ())))) # theirs last: ready then
-    for name in needed & set(BESIDE):
+    for name in needed & set(BESIDE) if not config.option.collectonly else ():
         folder = tempfile.mkdtemp(prefix=f'{name}-')
         started[name] = folder, subprocess.Popen(
             [arg.format(folder=folder) for arg in BESIDE[name]], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'},
-            preexec_fn=(lambda: os.nice(10)) if name == 'replayed' and hasattr(os, 'nice') else None) # (Windows: none)
+            start_new_session=True) # a process group of its own (POSIX): the replay's workers end with it
 
 
 def pytest_sessionfinish(session):
     for folder, proc in started.values():
-        proc.kill()
+        if proc.poll() is None: # pytest ended first (-x, Ctrl-C): the run and what it started
+            os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, 'killpg') else proc.kill()
         proc.communicate()
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -63,6 +63,7 @@ def test_the_pretrained_weights_start_far_below_a_fresh_models_loss(pretrained, 
     vocab = len(torch.load(pretrained / 'small.pt')['chars'])
     step0 = float(re.search(r'^step 0: train loss [\d.]+, val loss ([\d.]+)$', out, re.M).group(1))
     assert step0 < math.log(vocab) - 1.0 # a fresh model starts at ln(vocab_size): --init_from loaded what it learned
+    assert 'kept whole' not in out # the shape is the checkpoint's: nothing of small's to keep it from
     # the lecture's advice: finetune at a lower rate (half the small configuration's, unless one is given)
     assert torch.load(pretrained / 'small.pt')['config']['learning_rate'] == gpt.small['learning_rate'] / 2
 

@@ -1,9 +1,11 @@
 """The scripts end to end, as a learner runs them: real subprocesses, real files, a real HTTP server."""
 import http.server
+import io
 import inspect
 import math
 import os
 import re
+import sys
 import threading
 
 import pytest
@@ -244,6 +246,16 @@ def test_bigram_prints_a_progress_line_in_a_log(tiny_text, monkeypatch, capsys):
     out = capsys.readouterr()
     assert re.findall(r'^step (\d)/3 \| \d+ it/s \| 0m\d\ds left$', out.err, re.M) == ['1', '2', '3'], out.err
     assert 'step 1/3' not in out.out # on stderr: the lecture's lines alone on stdout
+
+
+@pytest.mark.parametrize('script', [gpt, bigram], ids=['gpt.py', 'bigram.py'])
+def test_a_stream_that_cannot_be_reconfigured_still_gets_the_output(script, monkeypatch):
+    # IDLE's stdout, a notebook's %run, redirect_stdout(StringIO()): no reconfigure(errors=...)
+    out = io.StringIO()
+    monkeypatch.setattr(sys, 'stdout', out)
+    monkeypatch.setattr(sys, 'argv', [script.__name__ + '.py', '--help'])
+    script.run_command(script.main)
+    assert out.getvalue().startswith(f'{script.__name__}.py: ')
 
 
 @pytest.mark.parametrize('name', ['UsageError', 'parse_args', 'check_device', 'load_text', 'run_command'])

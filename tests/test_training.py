@@ -72,7 +72,7 @@ def test_training_runs_under_autocast_where_it_is_on(dtype, tmp_path, capsys):
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         train(tmp_path, '--max_iters=3', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2',
-                       f'--dtype={dtype}', '--eval_sample=0')
+              f'--dtype={dtype}', '--eval_sample=3')
     finally:
         handle.remove()
     trained = [dtype for training, targets, dtype in seen if training and targets]
@@ -81,7 +81,7 @@ def test_training_runs_under_autocast_where_it_is_on(dtype, tmp_path, capsys):
     assert trained == [getattr(torch, dtype)] * 3
     assert evaluate[:4] == [getattr(torch, dtype)] * 4 # two evaluations (steps 0 and 2), one batch of each split
     assert evaluate[4:] == [torch.float32] # then the whole val split, at the end, with the sample's model
-    assert generate == [torch.float32] * 2
+    assert generate == [torch.float32] * (2 * 3 + 2) # the writes lines (3 characters, twice), the sample: float32
     assert f'  dtype={dtype} (as given)' in capsys.readouterr().out
 
 
