@@ -110,8 +110,9 @@ def test_the_calculator_trains_evaluates_and_answers_on_a_gpu(cpu_calculator, gp
 
 
 def test_gpt_trains_and_samples_on_mps_in_float32(mps, tmp_path, capsys):
-    ckpt = train(tmp_path, '--device=mps', *ON_GPU, ckpt='gpu.pt')
-    assert 'dtype=float32' in capsys.readouterr().out and on_the_device(ckpt)
+    ckpt = train(tmp_path, '--device=mps', *ON_GPU, '--eval_sample=5', ckpt='gpu.pt') # (the writes line: fork_rng)
+    out = capsys.readouterr().out
+    assert 'dtype=float32' in out and out.count('  writes: ') == 2 and on_the_device(ckpt)
 
 
 def test_the_final_sample_runs_the_code_sample_runs_at_its_precision(cpu_ckpt, gpu, tmp_path, capsys):
