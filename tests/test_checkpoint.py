@@ -227,6 +227,16 @@ def test_a_full_disk_is_one_line_and_the_checkpoint_there_stays_whole(ckpt):
     assert sorted(p.name for p in ckpt.parent.iterdir()) == ['gpt.csv', 'gpt.pt', 'tiny.txt'] # no partial file
 
 
+@pytest.mark.skipif(os.name == 'nt', reason="Windows replaces no file a program has open: the save says so instead")
+def test_a_save_never_writes_into_the_checkpoint_a_reader_has_open(ckpt):
+    before = ckpt.read_bytes()
+    with open(ckpt, 'rb') as reader: # python gpt.py --sample reading it while the training saves, say
+        gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--max_iters=22',
+                  '--max_new_tokens=0', '--device=cpu'])
+        assert reader.read() == before # the old one, whole: the new one took its name as a file of its own
+    assert gpt.load_checkpoint(str(ckpt))['iter'] == 22
+
+
 def test_truncated_checkpoint_gives_a_clear_error_and_stays(ckpt, capsys):
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[:len(data) // 2])
