@@ -318,6 +318,7 @@ def train(c, run):
 # PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below, called from above in single lines, what it
 # leaves out: the command line and its errors, download, checkpoints, several processes, progress, pictures, speed.
 # ======================================================================================================================
+import ctypes
 import errno
 import gc
 import hashlib
@@ -396,9 +397,8 @@ def parse_args(argv, defaults=HYPERPARAMETERS, script=os.path.basename(__file__)
 
 def usage(): # --help: the docstring's commands, then every hyperparameter with its default and its comment above
     comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
-    lines = [__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:']
-    lines += [f"  {f'--{name}={v}':<26} {comments.get(name, '')}".rstrip() for name, v in HYPERPARAMETERS.items()]
-    return '\n'.join(lines)
+    return '\n'.join([__doc__.strip(), '', 'hyperparameters and options (--name=value), with their defaults:', *(
+        f"  {f'--{name}={v}':<26} {comments.get(name, '')}".rstrip() for name, v in HYPERPARAMETERS.items())])
 
 
 def check_config(c):
@@ -470,8 +470,7 @@ def choose_dtype(c):
         raise UsageError(f"--dtype={c.dtype} on MPS: autocast there fails on some torch versions (2.4 to about 2.8); "
                          "use --dtype=float32")
     elif c.dtype == 'auto': # a CPU: bf16 ran 3x slower without AMX or AVX512-BF16, faster with them from n_embd 192
-        flag = c.device == 'cpu' and c.n_embd >= 192 and next((f for f in ('amx_bf16', 'avx512_bf16') if f in
-                                                               cpu_flags()), None)
+        flag = c.device == 'cpu' and c.n_embd >= 192 and min({'amx_bf16', 'avx512_bf16'} & set(cpu_flags()), default=0)
         c.dtype, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
             ('float32', f'auto on {c.device}')
     return f"dtype={c.dtype} ({why})" + (", with a GradScaler" if c.dtype == 'float16' else "")
@@ -692,10 +691,9 @@ def whole_split_loss(model, data, block_size):
 def pyplot(): # matplotlib.pyplot drawing to files, or None without matplotlib
     try:
         import matplotlib.pyplot as plt
+        return plt.switch_backend('Agg') or plt # a file, no window
     except ImportError:
         return None
-    plt.switch_backend('Agg') # a file, no window
-    return plt
 
 
 def plot_history(history):
@@ -754,8 +752,10 @@ def draw_pictures(model, prompt, chars, encode, c):
 
 def speed_up(model, c, scaler, notes):
     """The model to train, computing what part one says, faster: fused attention where MultiHeadAttention is as
-    shipped (any edit of it, even a print, runs as written), and autocast."""
+    shipped (any edit of it, even a print, runs as written), autocast, and on Linux big tensors' memory reused."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
+    if c.device == 'cpu' and os.name == 'posix' and hasattr(libc := ctypes.CDLL(None), 'mallopt'): # (glibc's)
+        libc.mallopt(-4, 0) # M_MMAP_MAX=0: a freed tensor over 32 MB stays for the next step, not faulted in anew
     shipped = fingerprint(MultiHeadAttention) == SHIPPED_ATTENTION
     for module in [m for m in model.modules() if shipped and type(m) is MultiHeadAttention]:
         module.__class__ = FusedAttention
