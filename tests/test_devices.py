@@ -174,13 +174,15 @@ def test_torchrun_on_cuda_takes_nccl_where_this_torch_has_it_else_gloo(nccl, gpu
 
 def test_an_nvidia_gpu_that_this_torch_cannot_use_is_named_with_the_fix(tmp_path, monkeypatch, capsys):
     # pip's torch on Windows has no CUDA: the GPU would sit idle, and nothing would say so
-    (tmp_path / 'bin').mkdir()
-    (tmp_path / 'bin' / 'nvidia-smi').write_text('#!/bin/sh\necho "NVIDIA-SMI 580.00"\n')
-    (tmp_path / 'bin' / 'nvidia-smi').chmod(0o755)
+    for folder in 'bin', 'none': # (no folder of the machine's own: it may have a GPU, and this test must pass there)
+        (tmp_path / folder).mkdir()
+    smi = tmp_path / 'bin' / ('nvidia-smi.exe' if os.name == 'nt' else 'nvidia-smi') # found, not run
+    smi.write_text('#!/bin/sh\necho "NVIDIA-SMI 580.00"\n')
+    smi.chmod(0o755)
     monkeypatch.setattr(torch.version, 'cuda', None) # a torch without CUDA (the CPU build here has none anyway)
     hint = ('  an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then its CUDA build for your '
             'driver (pytorch.org/get-started): pip install torch --index-url https://download.pytorch.org/whl/cu126')
-    for path, shown in ((os.environ['PATH'], False), (f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", True)):
-        monkeypatch.setenv('PATH', path)
+    for folder, shown in (('none', False), ('bin', True)):
+        monkeypatch.setenv('PATH', str(tmp_path / folder))
         train(tmp_path, '--max_iters=1')
         assert (hint in capsys.readouterr().out) == shown
