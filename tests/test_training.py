@@ -344,8 +344,8 @@ def attention_calls():
 def test_an_edited_attention_runs_as_written_in_training_and_evaluation(edit, tmp_path, attention_calls, capsys):
     # what part one says is what trains: the fused kernel runs the class as shipped only (its code's fingerprint)
     module = edited_gpt(tmp_path, EDITS[edit]) if edit else gpt
-    train(tmp_path, '--max_iters=3',
-                 '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2', '--dropout=0.1', script=module)
+    train(tmp_path, '--max_iters=3', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=2', '--dropout=0.1',
+          script=module)
     out = capsys.readouterr().out
     training = [(kind, keeps) for kind, train, keeps in attention_calls if train]
     evaluation = [(kind, keeps) for kind, train, keeps in attention_calls if not train]
@@ -363,10 +363,9 @@ def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training
     # the lecture's experiment, made where a learner makes it: the masked_fill line out of MultiHeadAttention.forward
     losses = {}
     for name, module in [('shipped', gpt), ('edited', edited_gpt(tmp_path, EDITS['mask removed']))]:
-        train(tmp_path, '--block_size=8',
-                     '--batch_size=16', '--eval_iters=10', '--learning_rate=1e-2', '--max_iters=200',
-                     '--eval_interval=1000', '--warmup_iters=10', '--max_new_tokens=0', script=module,
-                     ckpt=f'{name}.pt')
+        train(tmp_path, '--block_size=8', '--batch_size=16', '--eval_iters=10', '--learning_rate=1e-2',
+              '--max_iters=200', '--eval_interval=1000', '--warmup_iters=10', '--max_new_tokens=0', script=module,
+              ckpt=f'{name}.pt')
         losses[name] = float(re.findall(r'^step 199: train loss (\d+\.\d+)', capsys.readouterr().out, re.M)[0])
     # each position sees the character it must predict: the loss falls far below the honest model's
     assert losses['edited'] < losses['shipped'] - 1.0, losses
