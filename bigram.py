@@ -272,12 +272,12 @@ class Run:
         c = self.c
         print(f"bigram on {c.device}: vocab_size={vocab_size} batch_size={c.batch_size} block_size={c.block_size} "
               f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}", flush=True)
-        self.t0 = self.shown = time.time()
+        self.t0 = self.shown = time.perf_counter()
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # a log gets fewer
 
     def after_step(self, iter):
         """A progress line every so often (a 9-second run on a fast CPU shows none)."""
-        now = time.time()
+        now = time.perf_counter()
         if now - self.shown >= self.every:
             self.shown, its = now, (iter + 1) / (now - self.t0)
             left = max(0.0, (self.c.max_iters - iter - 1) / its)
@@ -285,7 +285,7 @@ class Run:
                   file=sys.stderr, flush=True)
 
     def end(self):
-        print(f"trained in {time.time() - self.t0:.1f} s")
+        print(f"trained in {time.perf_counter() - self.t0:.1f} s")
 
 # ------------
 # the command

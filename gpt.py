@@ -580,7 +580,7 @@ class Run:
         if not c.bench: # Ctrl-C finishes the step under way, then saves; a second Ctrl-C stops at once
             signal.signal(signal.SIGINT, self.request_stop)
         print(*self.first_lines, sep='\n  ', flush=True)
-        self.t0 = self.shown = time.time()
+        self.t0 = self.shown = time.perf_counter()
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between progress lines (a log: fewer)
         return model, self.start
 
@@ -592,7 +592,7 @@ class Run:
         """Appends to the history, saves a better checkpoint, shows what the model writes now."""
         if not self.rank:
             with open(self.history, 'a') as f:
-                f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.time() - self.t0:.1f}\n")
+                f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.perf_counter() - self.t0:.1f}\n")
             if losses['val'] < self.best_val_loss:
                 self.best_val_loss = losses['val']
                 if iter > (self.resumed_at or 0):
@@ -628,14 +628,14 @@ class Run:
             if iter == self.start + 1:
                 self.t0 = time.perf_counter()
             return iter == c.max_iters - 1
-        self.steps, self.elapsed, stop = iter + 1, self.spent + time.time() - self.t0, self.stop_requested
+        self.steps, self.elapsed, stop = iter + 1, self.spent + time.perf_counter() - self.t0, self.stop_requested
         if self.world_size > 1: # any rank's Ctrl-C, and rank 0's clock: every rank stops at the same step
             t = torch.tensor([float(stop), 0.0 if self.rank else self.elapsed], device=c.device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             stop, self.elapsed = t[0].item() > 0, t[1].item()
         if c.max_time > 0 and self.elapsed >= c.max_time and self.last_iter > iter + 1:
             self.last_iter, self.stopped_by = iter + 1, 'max_time' # one more evaluation and step, as at max_iters
-        now = time.time()
+        now = time.perf_counter()
         if not self.rank and now - self.shown >= self.every and self.steps > self.start:
             self.shown, its = now, (self.steps - self.start) / (now - self.t0) # (evaluations included)
             left = max(0.0, min((self.last_iter + 1 - self.steps) / its, (c.max_time or math.inf) - self.elapsed))
@@ -663,7 +663,7 @@ class Run:
             module.__class__ = MultiHeadAttention
         if not self.rank:
             self.save(self.steps)
-            print(f"trained in {time.time() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
+            print(f"trained in {time.perf_counter() - self.t0:.1f} s, {self.steps} steps ({self.stopped_by} reached); "
                   f"saved {c.ckpt_path} and {self.history}")
             plot_history(self.history)
             # estimate_loss's random batches stray from it by up to 0.02: this is the number to compare runs by
@@ -674,7 +674,7 @@ class Run:
 
     def save(self, iter):
         save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,
-                        self.spent + time.time() - self.t0, self.scaler)
+                        self.spent + time.perf_counter() - self.t0, self.scaler)
 
 
 @torch.no_grad()
