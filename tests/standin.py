@@ -70,6 +70,9 @@ def gpu(request, monkeypatch):
                             set_rng_state=lambda state, device='cuda': None,
                             is_current_stream_capturing=lambda: False).items(): # (asked by the optimizers' step)
         monkeypatch.setattr(cuda, name, value)
+    # a CUDA machine has no MPS (on a Mac, a test's --device=mps:0 would otherwise find one)
+    unavailable = functools.wraps(torch.backends.mps.is_available)(lambda: False) # (torch._dynamo reads __wrapped__)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', unavailable)
     if hasattr(torch, 'accelerator'): # the optimizers' step asks it from torch 2.8 on
         monkeypatch.setattr(torch.accelerator, 'current_stream', lambda device=None: FakeStream())
     standing_in(monkeypatch, 'cuda')

@@ -212,7 +212,7 @@ def test_a_division_by_zero_is_refused(tmp_path, capsys):
 def test_ask_without_a_checkpoint_is_one_line(tmp_path):
     r = ask(tmp_path / 'none.pt', '1+2')
     assert r.returncode == 1 and r.stdout == ''
-    assert r.stderr == f"calculator.py: error: no checkpoint at {tmp_path}/none.pt: train one first with " \
+    assert r.stderr == f"calculator.py: error: no checkpoint at {tmp_path / 'none.pt'}: train one first with " \
                        "'python exercises/calculator.py'\n"
 
 

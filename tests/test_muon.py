@@ -107,7 +107,7 @@ def test_resume_keeps_the_optimizer_and_gpt_py_refuses_it(tmp_path, capsys):
         gpt.main([*args, '--resume', '--max_iters=20'])
     assert (tmp_path / 'gpt.pt').read_bytes() == before
     capsys.readouterr()
-    gpt.main(['--sample', f'--ckpt_path={tmp_path}/gpt.pt', '--max_new_tokens=5']) # its model is gpt.py's
+    gpt.main(['--sample', f'--ckpt_path={tmp_path}/gpt.pt', '--max_new_tokens=5', '--device=cpu']) # gpt.py's model
     assert len(capsys.readouterr().out) == 1 + 5 + 1
 
 

@@ -72,14 +72,15 @@ def test_the_embedding_picture_places_each_character_by_the_tables_two_principal
 
 
 def test_sample_with_attention_writes_both_pictures_and_says_where(ckpt, capsys):
-    gpt.main(['--sample', '--attention', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10'])
+    gpt.main(['--sample', '--attention', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10',
+              '--device=cpu'])
     out, err = capsys.readouterr()
     base = os.path.splitext(ckpt)[0]
     assert err.split() == [base + '-attention.png', base + '-embedding.png']
     for path in err.split():
         assert open(path, 'rb').read(8) == b'\x89PNG\r\n\x1a\n' and 10_000 < os.path.getsize(path) < 300_000
     assert out.startswith(PROMPT) and len(out) == len(PROMPT) + 10 + 1 # and the sample, as without --attention
-    gpt.main(['--sample', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10'])
+    gpt.main(['--sample', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10', '--device=cpu'])
     assert capsys.readouterr().out == out
 
 

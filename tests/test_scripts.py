@@ -23,7 +23,7 @@ def val_losses(stdout):
 
 def test_bigram_short_run_lowers_val_loss(tiny_text, capsys):
     bigram.main([f'--input_path={tiny_text}', '--max_iters=300', '--eval_interval=100', '--eval_iters=20',
-                 '--max_new_tokens=50'])
+                 '--max_new_tokens=50', '--device=cpu'])
     out = capsys.readouterr().out
     losses = val_losses(out)
     assert len(losses) == 4 # steps 0, 100, 200, 299
@@ -195,7 +195,7 @@ def test_download_writes_the_served_bytes(script, tmp_path, capsys):
         target = tmp_path / 'input.txt'
         script.main([f'--data_url={server.url}', f'--input_path={target}', '--max_iters=1', '--eval_iters=1',
                      '--max_new_tokens=1', f'--ckpt_path={tmp_path}/gpt.pt' if script is gpt else '--block_size=8',
-                     *(TINY_GPT[:5] if script is gpt else [])])
+                     *(TINY_GPT[:5] if script is gpt else []), '--device=cpu'])
     finally:
         server.close()
     assert f'downloading {server.url} to {target}' in capsys.readouterr().out
@@ -242,7 +242,7 @@ def test_help_exits_0_with_the_usage(capsys):
 def test_bigram_prints_a_progress_line_in_a_log(tiny_text, monkeypatch, capsys):
     monkeypatch.setattr(bigram, 'PROGRESS_EVERY', 0) # a line at every step instead of every 30 s
     bigram.main([f'--input_path={tiny_text}', '--max_iters=3', '--eval_interval=100', '--eval_iters=1',
-                 '--max_new_tokens=0'])
+                 '--max_new_tokens=0', '--device=cpu'])
     out = capsys.readouterr()
     assert re.findall(r'^step (\d)/3 \| \d+ it/s \| 0m\d\ds left$', out.err, re.M) == ['1', '2', '3'], out.err
     assert 'step 1/3' not in out.out # on stderr: the lecture's lines alone on stdout

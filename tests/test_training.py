@@ -33,7 +33,8 @@ def test_the_loop_sets_the_scheduled_rate_at_every_step_and_again_on_resume(tmp_
     assert [lrs for lrs, _ in optimizer_steps] == [[lr, lr] for lr in expected] # both groups, every step
     assert expected[2] == 1e-2 and expected[-1] < 2e-3 # it warmed up, then decayed
     del optimizer_steps[:]
-    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', '--max_iters=20', '--max_new_tokens=0'])
+    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', '--max_iters=20', '--max_new_tokens=0',
+              '--device=cpu'])
     c.max_iters = 20 # a larger max_iters: the rate decays again, to zero at the new end
     assert [lrs[0] for lrs, _ in optimizer_steps] == [gpt.get_lr(it, c) for it in range(12, 20)]
 
@@ -275,7 +276,7 @@ def test_resume_of_a_spent_budget_asks_for_more_then_carries_on_the_time_spent(t
     assert ckpt.read_bytes() == before
     capsys.readouterr()
     gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={TINY}', f'--max_time={spent + 1}',
-              '--max_new_tokens=0'])
+              '--max_new_tokens=0', '--device=cpu'])
     out = capsys.readouterr().out
     assert f'from step {steps} of {ckpt}; {spent:.1f} s of it spent before' in out
     assert re.search(r'^trained in [\d.]+ s, \d+ steps \(max_time reached\)', out, re.M), out
