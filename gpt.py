@@ -659,7 +659,7 @@ class Run:
             dt = (time.perf_counter() - self.t0) / c.bench_iters
             return print(f"bench: {dt * 1000:.1f} ms/iter | {self.tokens_per_iter / dt / 1000:.1f}k tok/s")
         vars(self.raw_model).pop('forward', None) # speed_up's autocast and fused attention, undone
-        for module in [m for m in self.raw_model.eval().modules() if type(m) is FusedAttention]:
+        for module in [m for m in self.raw_model.modules() if type(m) is FusedAttention]:
             module.__class__ = MultiHeadAttention
         if not self.rank:
             self.save(self.steps)
@@ -669,7 +669,8 @@ class Run:
             # estimate_loss's random batches stray from it by up to 0.02: this is the number to compare runs by
             n = (len(val_data) - 1) // c.block_size
             print(f"val loss on the whole val split ({n} windows of {c.block_size} characters): "
-                  f"{whole_split_loss(self.raw_model, val_data, c.block_size):.4f}")
+                  f"{whole_split_loss(self.raw_model.eval(), val_data, c.block_size):.4f}")
+            self.raw_model.train() # as part one left it: its own lines say how its sample is drawn
         torch.manual_seed(c.seed) # the sample that follows is the one --sample draws from the checkpoint
 
     def save(self, iter):
@@ -784,7 +785,6 @@ def fingerprint(cls):
 
 class FusedAttention(MultiHeadAttention):
     """ MultiHeadAttention in one fused kernel (flash attention on a GPU): softmax(q @ k^T * hs**-0.5, mask) @ v """
-
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = [t.view(B, T, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1)] # (B,nh,T,hs)
