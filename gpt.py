@@ -683,7 +683,7 @@ def whole_split_loss(model, data, block_size):
     """The mean loss over every character of the split, read in windows of block_size, side by side (eval mode)."""
     n, device = (len(data) - 1) // block_size, next(model.parameters()).device
     x, y = data[:n * block_size].view(n, block_size), data[1:n * block_size + 1].view(n, block_size)
-    per = max(1, 2**17 // block_size) # windows at a time: their logits take 34 MB at the small size
+    per = max(1, 2**22 // block_size**2) # windows at a time: attention weights of 67 MB a layer at the small size
     return sum(model(x[i:i + per].to(device), y[i:i + per].to(device))[1].item() * len(x[i:i + per])
                for i in range(0, n, per)) / n
 

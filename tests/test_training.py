@@ -101,6 +101,18 @@ def test_the_end_reports_the_saved_models_loss_on_the_whole_val_split(tmp_path, 
     assert float(reported.group(2)) == pytest.approx(mean, abs=1e-4)
 
 
+def test_the_whole_split_loss_read_in_chunks_is_the_mean_over_every_character():
+    # at block_size 128, 256 windows at a time: Tiny Shakespeare's val split is 871 windows, the last chunk 103
+    torch.manual_seed(0)
+    model = gpt.GPTLanguageModel(65, 128, 32, 2, 1).eval()
+    val = torch.tensor(gpt.tokenizer(sorted(set(text := open(gpt.input_path, encoding='utf-8').read())))[0](
+        text[int(0.9 * len(text)):]))
+    n = (len(val) - 1) // 128
+    with torch.no_grad(): # every window in one batch: the mean over all of their characters
+        mean = model(val[:n * 128].view(n, 128), val[1:n * 128 + 1].view(n, 128))[1].item()
+    assert n == 871 and gpt.whole_split_loss(model, val, 128) == pytest.approx(mean, abs=1e-5)
+
+
 def test_estimate_loss_evaluates_without_dropout_and_leaves_training_on():
     torch.manual_seed(0)
     model = gpt.GPTLanguageModel(11, 8, 32, 4, 1, dropout=0.5)
