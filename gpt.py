@@ -789,7 +789,7 @@ class FusedAttention(MultiHeadAttention):
         B, T, C = x.shape
         q, k, v = [t.view(B, T, self.num_heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1)] # (B,nh,T,hs)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.attn_dropout.p * self.training)
-        return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, C)))
+        return self.dropout(self.proj(out.transpose(1, 2).reshape(B, T, -1))) # (num_heads * head_size channels)
 
 
 # ------------ several processes (torchrun): one rank per GPU, or per CPU process with gloo

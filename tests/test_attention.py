@@ -139,6 +139,16 @@ def test_the_fused_attention_of_part_two_equals_the_lectures():
     assert gpt.fingerprint(gpt.MultiHeadAttention) == gpt.SHIPPED_ATTENTION
 
 
+def test_the_fused_attention_takes_any_head_size_the_class_is_given():
+    # Block gives n_embd // n_head; a learner's Block may give another, and the class as shipped runs fused still
+    torch.manual_seed(0)
+    attention = gpt.MultiHeadAttention(32, 2, 8, 16, dropout=0.0) # two heads of 8: 16 channels into proj, not 32
+    x = torch.randn(3, 16, 32)
+    written = attention(x)
+    attention.__class__ = gpt.FusedAttention
+    assert torch.allclose(attention(x), written, atol=1e-6)
+
+
 def test_tokens_from_the_future_cannot_communicate_in_training_either():
     # the training path (the fused kernel of part two, dropout on): the same masks, a different future
     model = gpt.speed_up(tiny_model(dropout=0.5).train(), gpt.SimpleNamespace(device='cpu', dtype='float32'), None, [])
