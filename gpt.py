@@ -4,7 +4,7 @@ Shakespeare. Part one is the lecture, top to bottom: hyperparameters, data, mode
 after the marked line, is what the lecture leaves out.
 
     python gpt.py                                   train (the lecture's run on CUDA, a smaller one elsewhere)
-    python gpt.py --max_iters=2000 --n_layer=4      any hyperparameter as --name=value (python gpt.py --help)
+    python gpt.py --max_iters=2000 --batch_size=32  any hyperparameter as --name=value (python gpt.py --help)
     python gpt.py --resume                          carry on from the checkpoint
     python gpt.py --sample --prompt="ROMEO:"        sample from the checkpoint
     python gpt.py --sample --prompt="ROMEO:" --attention   and draw each head's attention, the embeddings (PNGs)
@@ -35,8 +35,8 @@ beta2 = 0.999 # how fast AdamW's second moment forgets
 weight_decay = 0.01 # AdamW's default, on the weight matrices only: see configure_optimizer
 grad_clip = 0.0 # clip the gradient norm to this when > 0
 max_time = 0.0 # seconds of training (evaluations included) at most; 0: no limit. The first limit reached ends the run
-# the lecture's run takes about a day on a laptop's CPU: elsewhere than CUDA, these replace the values above that are
-# still the lecture's (an edit of yours above is kept; --config=lecture runs the block above as it stands)
+# the lecture's run takes about a day on a laptop's CPU: elsewhere than CUDA, these replace the values above still as
+# the lecture has them (what you edit is kept, a shape whole; --config=lecture runs the block above as it stands)
 small = dict(
     n_layer=4, n_head=4, n_embd=128, # 0.82M parameters: in a fixed time, a smaller model taking more steps ends lower
     block_size=128, # half the lecture's context: attention costs half as much per token, little worse for characters

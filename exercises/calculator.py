@@ -273,9 +273,9 @@ def train(c):
     print(line)
     print('for example ' + '  '.join(problem_text(57, o, 8, c) for o in c.ops))
     optimizer = gpt.configure_optimizer(model, c.learning_rate, c.weight_decay, c.beta2) # decay on matrices only
-    t0 = shown = time.time()
+    t0 = shown = time.perf_counter()
     for it in range(c.max_iters):
-        elapsed = time.time() - t0
+        elapsed = time.perf_counter() - t0
         if it % c.eval_interval == 0 and it > 0:
             print(f"step {it} ({elapsed:.0f} s): loss {loss.item():.4f}, held-out exact: " +
                   ', '.join(f"a{o}b {teacher_forced(model, problems[o], c):.1%}" for o in c.ops))
@@ -285,14 +285,14 @@ def train(c):
         for group in optimizer.param_groups: # decayed over max_iters, or over max_time if more of it is spent
             group['lr'] = gpt.get_lr(it, c, elapsed / c.max_time if c.max_time > 0 else 0.0)
         optimizer.step()
-        if time.time() - shown > 30: # a progress line on stderr, as gpt.py's in a log
-            shown = time.time()
+        if time.perf_counter() - shown > 30: # a progress line on stderr, as gpt.py's in a log
+            shown = time.perf_counter()
             print(f"step {it + 1}/{c.max_iters} | loss {loss.item():.4f} | {(it + 1) / (shown - t0):.1f} it/s"
                   + (f" | {c.max_time - (shown - t0):.0f} s left" if c.max_time > 0 else ''), file=sys.stderr)
-        if c.max_time > 0 and time.time() - t0 >= c.max_time:
+        if c.max_time > 0 and time.perf_counter() - t0 >= c.max_time:
             break
     gpt.save_atomically(c.ckpt_path, {'model': model.state_dict(), 'config': vars(c)})
-    print(f"trained in {time.time() - t0:.1f} s, {it + 1} steps, last loss {loss.item():.4f}; saved {c.ckpt_path}")
+    print(f"trained in {time.perf_counter() - t0:.1f} s, {it + 1} steps, last loss {loss.item():.4f}; saved {c.ckpt_path}")
     for o in c.ops:
         exact, digits = evaluate(model, problems[o], o, c)
         print(f"a{o}b: {exact:.1%} of {len(problems[o][0]):,} held-out problems (per character of c, ones first: "

@@ -116,9 +116,8 @@ class Clock:
     wait on it, not on the machine (a slow or busy one would change how far they get)."""
     def __init__(self):
         self.now = 1000.0
-    def time(self):
+    def perf_counter(self): # (the only clock gpt.py reads)
         return self.now
-    perf_counter = time
 
 
 @pytest.fixture

@@ -292,7 +292,7 @@ def test_bad_sampling_input_is_refused(ckpt, arg, words, capsys):
 @pytest.mark.skipif(os.name == 'nt', reason="Windows reports a closed pipe as OSError EINVAL, with no SIGPIPE status")
 def test_sample_piped_into_a_reader_that_stops_early(ckpt):
     # python gpt.py --sample | head -1: the reader closes the pipe; no traceback. Without PYTHONUNBUFFERED, as a
-    # terminal runs it: the sample waits in stdout's buffer until it is flushed
+    # terminal runs it
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'gpt.py'), '--sample', f'--ckpt_path={ckpt}',
                              '--max_new_tokens=50', '--device=cpu'],

@@ -228,12 +228,12 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path, capsys):
     assert torch.load(tmp_path / 'gpt.pt')['config']['max_iters'] == 10
 
 
-def test_an_edited_width_keeps_the_lectures_shape_whole(monkeypatch, capsys):
+def test_an_edited_width_keeps_the_lectures_shape_whole(tmp_path):
     # small's n_head=4 beside an edited n_embd = 390 would not divide it: none of the shape is replaced, and it says so
-    monkeypatch.setitem(gpt.HYPERPARAMETERS, 'n_embd', 390) # what the edit at the top of gpt.py does
-    c, given = gpt.parse_args(['--device=cpu'])
-    which, notes = gpt.choose_config(c, given)
-    gpt.check_config(c) # (no '--n_embd=390 must be divisible by --n_head=4')
+    edited = edited_gpt(tmp_path, [('n_embd = 384 #', 'n_embd = 390 #')], within=None) # the top of gpt.py, edited
+    c, given = edited.parse_args(['--device=cpu'])
+    which, notes = edited.choose_config(c, given)
+    edited.check_config(c) # (no '--n_embd=390 must be divisible by --n_head=4')
     assert (which, c.n_layer, c.n_head, c.n_embd, c.block_size) == ('small', 6, 6, 390, 256)
     assert (c.batch_size, c.learning_rate, c.max_time) == (16, 2e-3, 570.0) # the rest of small, as before
     assert "replaced the lecture's batch_size, max_iters, max_time" in notes[0] and 'n_head' not in notes[0]
