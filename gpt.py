@@ -994,8 +994,8 @@ def main(argv):
 
 def run_command(main, script=os.path.basename(__file__)):
     """main(sys.argv[1:]), with what the user did wrong as one line and the status to match; for the exercises too."""
-    for stream in [s for s in (sys.stdout, sys.stderr) if hasattr(s, 'reconfigure')]: # (IDLE's, notebooks': no)
-        stream.reconfigure(errors='replace', line_buffering=True) # lines reach a log at once; '?' if a code page fails
+    if hasattr(sys.stdout, 'reconfigure'): # (IDLE's, notebooks': no. stderr writes what it cannot as \u escapes)
+        sys.stdout.reconfigure(errors='replace', line_buffering=True) # a log gets each line at once; '?' if unwritable
     try:
         main(sys.argv[1:])
         sys.stdout.flush() # here, where a reader that went away is handled below, not at the interpreter's exit

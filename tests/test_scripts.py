@@ -155,6 +155,10 @@ def test_a_console_that_cannot_show_the_text_gets_question_marks_not_a_traceback
             assert r.stdout.startswith('?????') # the prompt, Μῆνιν
         else:
             assert r.stdout.count('  writes: ') == 2 # (a line whose characters the model chose)
+    # an error names what it refuses as Python escapes it, not as '?': the user can tell which character it was
+    r = run_script('gpt.py', '--sample', '--prompt=Ων', f'--ckpt_path={tmp_path}/gpt.pt', '--device=cpu',
+                   encoding='cp1252', env={'PYTHONIOENCODING': 'cp1252'})
+    assert r.returncode == 2 and "never saw: '\\u03a9'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
 class Server:
