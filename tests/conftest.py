@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import shutil
@@ -42,6 +43,21 @@ def train(tmp_path, *args, script=gpt, ckpt='gpt.pt'):
     with the tiny model, args after those (a later --name= wins): the checkpoint's path."""
     script.main([*TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path / ckpt}', *args])
     return tmp_path / ckpt
+
+
+def edited_gpt(tmp_path, edits, within=('class MultiHeadAttention', 'class FeedForward')):
+    """gpt.py edited as a learner would (its MultiHeadAttention, unless within=None), imported: a module of its own."""
+    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
+    start, end = (source.index(within[0]), source.index(within[1])) if within else (0, len(source))
+    cls = source[start:end]
+    for old, new in edits:
+        assert old in cls and (old == 'wei' or cls.count(old) == 1)
+        cls = cls.replace(old, new)
+    (tmp_path / 'edited.py').write_text(source[:start] + cls + source[end:], encoding='utf-8')
+    spec = importlib.util.spec_from_file_location(f'edited_{tmp_path.name}', tmp_path / 'edited.py')
+    edited = sys.modules[spec.name] = importlib.util.module_from_spec(spec) # where inspect finds its classes' code
+    spec.loader.exec_module(edited)
+    return edited
 
 
 def run_script(script, *args, cwd=None, timeout=120, env=None, **kwargs):

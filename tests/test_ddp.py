@@ -25,7 +25,8 @@ def torchrun(*args, timeout=150):
 def test_two_processes_train_print_each_step_once_and_stop_together_when_max_time_runs_out(tiny_text, capsys):
     # rank 0's clock decides for both: were they to stop at different steps, one would wait for the other's
     # gradients until the 10-minute timeout, and the command would not end here
-    r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, f'--input_path={tiny_text}',
+    constant = ['--warmup_iters=0', '--lr_decay=none'] # the same rate at every step, whichever limit ends the run
+    r = torchrun(os.path.join(ROOT, 'gpt.py'), *TINY_GPT, *constant, f'--input_path={tiny_text}',
                  f'--ckpt_path={tiny_text.parent}/gpt.pt', '--max_iters=1000000', '--eval_interval=10',
                  '--max_time=1', timeout=60)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -41,7 +42,7 @@ def test_two_processes_train_print_each_step_once_and_stop_together_when_max_tim
     model.load_state_dict(saved['model']) # the model's own names, not DDP's 'module.' ones
     # one process with the same seed and batch: ranks that shared a seed, or trained without DDP's averaging,
     # would end with exactly these weights
-    gpt.main([*TINY_GPT, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/one.pt',
+    gpt.main([*TINY_GPT, *constant, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/one.pt',
               f'--max_iters={steps}', '--eval_interval=10'])
     alone = torch.load(tiny_text.parent / 'one.pt')['model']
     assert not all(torch.allclose(saved['model'][name], alone[name]) for name in alone)

@@ -1,6 +1,5 @@
 """What the model learned, shown: each head's attention over a prompt, the characters' embeddings, and what the
 model writes at every evaluation."""
-import importlib.util
 import os
 import re
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import ROOT, train
+from conftest import edited_gpt, train
 
 PROMPT = 'First Citizen:\nBefore we'
 
@@ -47,12 +46,8 @@ def test_the_attention_drawn_is_each_heads_wei_causal_and_summing_to_one(ckpt):
 
 
 def test_a_gpt_py_without_the_mask_draws_weight_on_the_future(ckpt, tmp_path):
-    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
-    mask = "        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n"
-    (tmp_path / 'unmasked.py').write_text(source.replace(mask, ''), encoding='utf-8')
-    spec = importlib.util.spec_from_file_location('unmasked', tmp_path / 'unmasked.py')
-    unmasked = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(unmasked)
+    unmasked = edited_gpt(tmp_path, [("        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n",
+                                      '')])
     model, encode = model_from(ckpt, unmasked)
     wei = unmasked.attention_weights(model.eval(), torch.tensor([encode(PROMPT[:16])]))
     assert wei.triu(1).sum(-1)[..., :-1].min() > 0.01 # every row but the last reads from positions after its own

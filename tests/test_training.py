@@ -1,5 +1,4 @@
 """The training run as gpt.py's main() runs it: what the loop really does, not what its helpers would do alone."""
-import importlib.util
 import os
 import re
 import shutil
@@ -9,7 +8,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import gpt
-from conftest import ROOT, TINY, train
+from conftest import SHAKESPEARE, TINY, edited_gpt, train
 
 
 @pytest.fixture
@@ -105,7 +104,7 @@ def test_the_whole_split_loss_read_in_chunks_is_the_mean_over_every_character():
     # at block_size 128, 256 windows at a time: Tiny Shakespeare's val split is 871 windows, the last chunk 103
     torch.manual_seed(0)
     model = gpt.GPTLanguageModel(65, 128, 32, 2, 1).eval()
-    val = torch.tensor(gpt.tokenizer(sorted(set(text := open(gpt.input_path, encoding='utf-8').read())))[0](
+    val = torch.tensor(gpt.tokenizer(sorted(set(text := open(SHAKESPEARE, encoding='utf-8').read())))[0](
         text[int(0.9 * len(text)):]))
     n = (len(val) - 1) // 128
     with torch.no_grad(): # every window in one batch: the mean over all of their characters
@@ -324,21 +323,6 @@ EDITS = { # a learner's edits of MultiHeadAttention: [(a line as shipped, what i
     'a print': [(SOFTMAX, SOFTMAX + "        print('wei', tuple(wei.shape), self.training)\n")],
     'wei kept to plot': [(SOFTMAX, SOFTMAX + "        self.wei = wei\n")],
 }
-
-
-def edited_gpt(tmp_path, edits, within=('class MultiHeadAttention', 'class FeedForward')):
-    """gpt.py edited as a learner would (its MultiHeadAttention, unless within=None), imported: a module of its own."""
-    source = open(os.path.join(ROOT, 'gpt.py'), encoding='utf-8').read()
-    start, end = (source.index(within[0]), source.index(within[1])) if within else (0, len(source))
-    cls = source[start:end]
-    for old, new in edits:
-        assert old in cls and (old == 'wei' or cls.count(old) == 1)
-        cls = cls.replace(old, new)
-    (tmp_path / 'edited.py').write_text(source[:start] + cls + source[end:], encoding='utf-8')
-    spec = importlib.util.spec_from_file_location('edited', tmp_path / 'edited.py')
-    edited = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(edited)
-    return edited
 
 
 @pytest.fixture
