@@ -152,6 +152,7 @@ def train(c, run):
 # PART TWO: NOT IN THE LECTURE. Everything above is the lecture; below is what it leaves out, called from above in
 # single lines: the command line and its errors, the download, progress.
 # ======================================================================================================================
+import math
 import os
 import re
 import sys
@@ -191,6 +192,8 @@ def parse_args(argv, defaults=HYPERPARAMETERS, script=os.path.basename(__file__)
         try:
             setattr(c, name, {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
                     if type(default) is bool else type(default)(value)) # --sample alone means --sample=True
+            if type(default) is float and not math.isfinite(getattr(c, name)):
+                raise ValueError # nan, inf: no setting means them
         except (KeyError, ValueError):
             raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
         given.add(name)
@@ -293,7 +296,9 @@ class Run:
 def main(argv):
     if '-h' in argv or '--help' in argv:
         return print(usage())
-    c, _ = parse_args(argv)
+    c, given = parse_args(argv)
+    if not os.path.exists(c.input_path) and c.input_path != HYPERPARAMETERS['input_path'] and 'data_url' not in given:
+        raise UsageError(f"no text at {c.input_path}: check the path, or give --data_url= to download one there", 1)
     check_config(c)
     train(c, Run(c))
 

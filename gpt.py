@@ -389,6 +389,8 @@ def parse_args(argv, defaults=HYPERPARAMETERS, script=os.path.basename(__file__)
         try:
             setattr(c, name, {'true': True, '1': True, 'false': False, '0': False}[value.lower() if eq else 'true']
                     if type(default) is bool else type(default)(value)) # --sample alone means --sample=True
+            if type(default) is float and not math.isfinite(getattr(c, name)):
+                raise ValueError # nan, inf: no setting means them
         except (KeyError, ValueError):
             raise UsageError(f"bad value {value!r} for --{name}: expected {type(default).__name__} like {default!r}; {valid}")
         given.add(name)
@@ -421,6 +423,9 @@ def check_config(c):
     check_device(c.device)
     if not os.path.isdir(os.path.dirname(os.path.abspath(c.ckpt_path))):
         raise UsageError(f"--ckpt_path={c.ckpt_path}: no such folder; make it first")
+    if os.path.isdir(c.ckpt_path) or not os.path.basename(c.ckpt_path):
+        raise UsageError(f"--ckpt_path={c.ckpt_path!r} is a folder: name a file in it, e.g. "
+                         f"--ckpt_path={os.path.join(c.ckpt_path, 'gpt.pt')}")
 
 
 def check_device(device):
@@ -453,9 +458,8 @@ def choose_config(c, given):
 
 
 def choose_dtype(c):
-    """The precision training computes in (c.dtype becomes its name), and why: bf16 on a GPU of compute capability
-    8.0 or more, and on a CPU with AMX or AVX512-BF16 from n_embd 192; float16 with a GradScaler on older GPUs (T4,
-    V100), which only emulate bf16; float32 elsewhere."""
+    """The precision training computes in (c.dtype becomes its name), and why: bf16 on GPUs of compute capability
+    8.0 on, and CPUs with AMX or AVX512-BF16 from n_embd 192; float16 (with a GradScaler) on older GPUs; float32."""
     why = 'as given'
     if c.device.startswith('cuda'):
         capability = torch.cuda.get_device_capability(c.device)
@@ -590,6 +594,9 @@ class Run:
 
     def after_eval(self, iter, losses):
         """Appends to the history, saves a better checkpoint, shows what the model writes now."""
+        if not all(map(math.isfinite, losses.values())): # nothing more to learn from, or to sample
+            raise UsageError(f"step {iter}: the loss is {losses['val']}, training diverged: lower --learning_rate "
+                             f"(here {self.c.learning_rate:g})", status=1)
         if not self.rank:
             with open(self.history, 'a') as f:
                 f.write(f"{iter},{losses['train']:.4f},{losses['val']:.4f},{time.perf_counter() - self.t0:.1f}\n")
@@ -948,7 +955,7 @@ def main(argv):
             done.append((f"step {ckpt['iter']} of --max_iters={c.max_iters}", f"--max_iters={ckpt['iter'] * 2}"))
         if 0 < c.max_time <= spent:
             done.append((f"{spent:.0f} s of --max_time={c.max_time:g}", f"--max_time={spent + c.max_time:.0f}"))
-        if done:
+        if done and not c.bench: # (--bench takes bench_iters steps more, whatever the budget)
             raise UsageError(f"{c.ckpt_path} has reached {' and '.join(d for d, _ in done)}: to train on, give a "
                              f"larger budget, e.g. --resume {' '.join(g for _, g in done)}")
     else:
@@ -961,6 +968,8 @@ def main(argv):
         if 'learning_rate' not in given: # the lecture's advice for a finetune; half did best here (README, EX3)
             c.learning_rate /= 2
             notes.append(f"learning_rate={c.learning_rate:g}: half, to finetune (or give --learning_rate=)")
+    if not os.path.exists(c.input_path) and c.input_path != HYPERPARAMETERS['input_path'] and 'data_url' not in given:
+        raise UsageError(f"no text at {c.input_path}: check the path, or give --data_url= to download one there", 1)
     check_config(c)
     notes.append(choose_dtype(c)) # the device's, on every run: not carried by --resume
     if c.device == 'cpu' and torch.version.cuda is None and shutil.which('nvidia-smi'): # (pip's torch on Windows)

@@ -374,7 +374,7 @@ def main(argv):
         comments = dict(re.findall(r'^(\w+) = .*? # (.*)$', open(__file__, encoding='utf-8').read(), re.M))
         return print('\n'.join([__doc__.strip(), '', 'options (--name=value), with their defaults:'] +
                                 [f"  {f'--{k}={v}':<26} {comments.get(k, '')}".rstrip() for k, v in OPTIONS.items()]))
-    c, _ = gpt.parse_args(argv, OPTIONS, 'exercises/calculator.py')
+    c, given = gpt.parse_args(argv, OPTIONS, 'exercises/calculator.py')
     gpt.check_config(SimpleNamespace(**{**gpt.HYPERPARAMETERS, **vars(c)})) # the options gpt.py has, as it checks them
     if not 1 <= c.n_digits <= 9:
         raise UsageError(f"--n_digits={c.n_digits} must be 1 to 9 (a*b must fit in 64 bits)")
@@ -386,8 +386,8 @@ def main(argv):
         raise UsageError(f"--slips={c.slips} must be in [0, 1)")
     if c.eval_problems <= 0:
         raise UsageError(f"--eval_problems={c.eval_problems} must be positive")
-    if c.ask or '--ask' in argv:
-        take_problems(c, interactive='--ask' in argv)
+    if 'ask' in given: # --ask alone, or --ask= empty: read them line by line
+        take_problems(c, interactive=not c.ask)
     else:
         train(c)
 

@@ -216,6 +216,13 @@ def test_ask_without_a_checkpoint_is_one_line(tmp_path):
                        "'python exercises/calculator.py'\n"
 
 
+def test_an_empty_ask_reads_problems_and_never_trains_over_the_checkpoint(tmp_path):
+    # --ask= (an empty shell variable, say) is --ask alone: the calculator, not ten minutes of training
+    with pytest.raises(calc.UsageError, match='^no checkpoint at '):
+        calc.main(['--ask=', f'--ckpt_path={tmp_path}/none.pt', '--max_iters=1', '--device=cpu'])
+    assert os.listdir(tmp_path) == []
+
+
 def test_help_lists_the_options(capsys):
     calc.main(['--help'])
     out = capsys.readouterr().out

@@ -315,3 +315,11 @@ def test_the_sample_at_the_end_of_training_is_drawn_as_sample_draws_it(tmp_path,
     assert sampled.startswith('ROMEO:') and len(sampled) == len('ROMEO:') + 40 + 1
     assert len(set(sampled[6:])) > 3 # words, not a character repeated: a sample that dropout would change
     assert trained == sampled
+
+
+def test_bench_times_steps_after_a_finished_checkpoint_and_leaves_it_as_it_was(ckpt, capsys):
+    # a finished run's budget is no limit to a benchmark, which saves nothing
+    before = ckpt.read_bytes()
+    gpt.main(['--bench', '--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--bench_iters=2',
+              '--device=cpu'])
+    assert re.search(r'^bench: [\d.]+ ms/iter', capsys.readouterr().out, re.M) and ckpt.read_bytes() == before

@@ -65,6 +65,7 @@ def test_bad_override_exits_2_with_one_line(script, arg, words, tiny_text):
     (bigram, '--max_iter=10', ["unknown hyperparameter '--max_iter=10'", 'valid names: batch_size, block_size']),
     (gpt, '--batch_size=ten', ["bad value 'ten' for --batch_size", 'expected int', 'valid names:']),
     (bigram, '--block_size=0', ['--block_size=0 must be positive']),
+    (bigram, '--learning_rate=nan', ["bad value 'nan' for --learning_rate: expected float"]), # AdamW: a traceback
     (gpt, 'train', ["unknown hyperparameter 'train'"]),
     (gpt, 'sample', ["unknown hyperparameter 'sample'"]), # a name without its dashes is not taken as --sample
     (bigram, 'max_iters', ["unknown hyperparameter 'max_iters'"]),
@@ -89,21 +90,38 @@ def test_bad_override_is_refused(script, arg, words, tiny_text, capsys):
     (['--beta2=1'], '--beta2=1.0 must be in [0, 1)'), # AdamW's own error would be a traceback
     (['--weight_decay=-0.1'], '--weight_decay=-0.1 must be 0 or more'), # AdamW would take it, and grow the weights
     (['--max_time=-1'], '--max_time=-1.0 must be 0 or more'),
+    (['--temperature=nan'], "bad value 'nan' for --temperature"), # (nan > 0 is False: no check below would see it)
+    (['--max_time=inf'], "bad value 'inf' for --max_time"), # (0 means no limit)
 ])
 def test_gpt_invalid_combinations_are_refused_before_training(args, words, tiny_text, capsys):
     # in this process, to save a start-up of torch each: how a refusal reaches the terminal (one line, exit
     # status 2, no traceback) is checked on real subprocesses above
     with pytest.raises(gpt.UsageError) as e:
-        gpt.main([*args, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt'])
+        gpt.main([*TINY_GPT, '--max_iters=1', *args, f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/gpt.pt'])
     assert e.value.status == 2 and words in str(e.value)
     assert capsys.readouterr().out == '' and not (tiny_text.parent / 'gpt.pt').exists()
 
 
-def test_a_checkpoint_into_a_missing_folder_is_refused_before_training(tiny_text, capsys):
+@pytest.mark.parametrize('where, words', [
+    ('none/gpt.pt', '/none/gpt.pt: no such folder; make it first'),
+    ('', "' is a folder: name a file in it, e.g. --ckpt_path="), # (the save, minutes later, would fail on it)
+    ('none/', "none/' is a folder: name a file in it, e.g. --ckpt_path="),
+])
+def test_a_checkpoint_into_a_missing_folder_or_onto_a_folder_is_refused_before_training(where, words, tiny_text,
+                                                                                        capsys):
     # not when the first checkpoint is due, minutes later
-    with pytest.raises(gpt.UsageError, match=r'--ckpt_path=.*/none/gpt\.pt: no such folder; make it first'):
-        gpt.main([f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/none/gpt.pt'])
-    assert capsys.readouterr().out == '' and not (tiny_text.parent / 'none').exists()
+    with pytest.raises(gpt.UsageError) as e:
+        gpt.main([f'--input_path={tiny_text}', f'--ckpt_path={tiny_text.parent}/{where}', *TINY_GPT, '--max_iters=1'])
+    assert words in str(e.value) and capsys.readouterr().out == '' and os.listdir(tiny_text.parent) == ['tiny.txt']
+
+
+@pytest.mark.parametrize('script', [gpt, bigram])
+def test_a_text_that_is_not_there_is_refused_not_downloaded_as_tiny_shakespeare(script, tmp_path, capsys):
+    # a typo in --input_path: Tiny Shakespeare saved under that name would train on the wrong text without a word
+    with pytest.raises(script.UsageError) as e:
+        script.main([f'--input_path={tmp_path}/my.txt', '--device=cpu'])
+    assert str(e.value) == f'no text at {tmp_path}/my.txt: check the path, or give --data_url= to download one there'
+    assert e.value.status == 1 and capsys.readouterr().out == '' and os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize('script, content, words', [

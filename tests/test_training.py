@@ -366,3 +366,12 @@ def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training
         losses[name] = float(re.findall(r'^step 199: train loss (\d+\.\d+)', capsys.readouterr().out, re.M)[0])
     # each position sees the character it must predict: the loss falls far below the honest model's
     assert losses['edited'] < losses['shipped'] - 1.0, losses
+
+
+def test_a_run_that_diverges_stops_at_the_evaluation_that_finds_it_in_one_line(tmp_path, capsys):
+    # a learner trying a far larger rate: the weights overflow, the loss is nan, and nothing can be sampled from them
+    with pytest.raises(gpt.UsageError) as e:
+        train(tmp_path, '--learning_rate=1e30', '--max_iters=20', '--eval_interval=5', '--eval_sample=20')
+    assert e.value.status == 1
+    assert str(e.value) == 'step 5: the loss is nan, training diverged: lower --learning_rate (here 1e+30)'
+    assert capsys.readouterr().out.splitlines()[-1] == 'step 5: train loss nan, val loss nan' # no writes: line
