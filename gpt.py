@@ -363,7 +363,7 @@ LECTURE = dict(batch_size=64, block_size=256, max_iters=5000, eval_interval=500,
                n_embd=384, n_head=6, n_layer=6, dropout=0.2, warmup_iters=0, lr_decay='none', min_lr=0.0, beta2=0.999,
                weight_decay=0.01, grad_clip=0.0, max_time=0.0)
 SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, what a checkpoint's weights need
-RECIPE = (*LECTURE, 'seed') # what --resume carries on from the checkpoint (the shape among it)
+RECIPE = (*LECTURE, 'seed', 'input_path') # what --resume carries on from the checkpoint: shape, recipe, text
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal: 10)
 SHIPPED_ATTENTION = '61fe92a82f02eacf' # fingerprint(MultiHeadAttention) as shipped: FusedAttention computes it (tested)
 SHOWN = {'\n': '¶', ' ': '␣'} # the characters one cannot see, as the model's writing and the pictures show them
@@ -945,7 +945,7 @@ def main(argv):
     if c.sample or c.attention:
         return sample_from_checkpoint(c, given)
     ckpt, init, which, notes = None, None, 'resumed', []
-    if c.resume: # the run carries on as it started: its shape and recipe, unless given here
+    if c.resume: # the run carries on as it started: its shape, recipe and text, unless given here
         if c.init_from:
             raise UsageError("--init_from starts a new run from a checkpoint's weights, --resume carries one on: "
                              "give one of them")

@@ -89,8 +89,7 @@ def test_greedy_sample_matches_the_checkpoints_model(ckpt, capsys):
 
 
 def test_resume_carries_on_to_max_iters(ckpt, trained, capsys):
-    gpt.main(['--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--max_iters=30',
-              '--device=cpu'])
+    gpt.main(['--resume', f'--ckpt_path={ckpt}', '--max_iters=30', '--device=cpu']) # on its text, not input.txt
     out = capsys.readouterr().out
     assert 'from step 20' in out
     # the shape and recipe came from the checkpoint: step 20's evaluation was done before it was saved
@@ -98,7 +97,7 @@ def test_resume_carries_on_to_max_iters(ckpt, trained, capsys):
     before = gpt.load_checkpoint(str(trained / 'gpt.pt'))['config']
     saved = gpt.load_checkpoint(str(ckpt))
     assert saved['iter'] == 30
-    for name in gpt.RECIPE: # every value of the shape and the recipe carried on; only max_iters was given
+    for name in gpt.RECIPE: # every value of the shape, the recipe and the text carried on; only max_iters given
         assert saved['config'][name] == (30 if name == 'max_iters' else before[name]), name
     assert before['learning_rate'] == gpt.small['learning_rate'] and before['n_embd'] == 32 # not the defaults
     assert saved['optimizer']['state'][0]['step'] == 30 # the same AdamW, ten steps further
@@ -190,9 +189,8 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_its_command_resumes(script, tmp
     assert [p.name for p in tmp_path.iterdir() if 'tmp' in p.name] == []
     if script == 'gpt.py': # (its --resume: test_resume_carries_on_to_max_iters)
         return
-    # the command it prints carries on (muon.py's own checkpoint: gpt.py refuses it), here for 2 steps more
-    r = run_script(*command.group(2).split()[1:], f'--input_path={tmp_path}/tiny.txt',
-                   f"--max_iters={saved['iter'] + 2}", '--max_new_tokens=0') # (the script's path: absolute)
+    # the command it prints carries on (muon.py's own checkpoint: gpt.py refuses it) on its text, for 2 steps more
+    r = run_script(*command.group(2).split()[1:], f"--max_iters={saved['iter'] + 2}", '--max_new_tokens=0')
     assert r.returncode == 0 and f"from step {saved['iter']} of" in r.stdout, r.stderr
     assert gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))['iter'] == saved['iter'] + 2
 
