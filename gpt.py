@@ -865,9 +865,10 @@ def load_checkpoint(path, option='ckpt_path', c=None, given=(), keys=()):
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
         assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
-    except Exception as e:
-        raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated "
-                         f"or something else; retrain with 'python gpt.py' or pass --{option}=", status=1)
+        GPTLanguageModel(len(ckpt['chars']), *(ckpt['config'][k] for k in SHAPE)).load_state_dict(ckpt['model'])
+    except Exception as e: # (the weights fit this gpt.py's model, or nothing of it is read)
+        raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated, "
+                         f"or an edited gpt.py's; retrain with 'python gpt.py' or pass --{option}=", status=1)
     for name in keys:
         saved = ckpt['config'][name]
         if name in given and getattr(c, name) != saved and name in SHAPE: # the weights fit no other

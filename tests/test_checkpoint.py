@@ -321,3 +321,20 @@ def test_bench_times_steps_after_a_finished_checkpoint_and_leaves_it_as_it_was(c
     gpt.main(['--bench', '--resume', f'--ckpt_path={ckpt}', f'--input_path={ckpt.parent}/tiny.txt', '--bench_iters=2',
               '--device=cpu'])
     assert re.search(r'^bench: [\d.]+ ms/iter', capsys.readouterr().out, re.M) and ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize('command', [['--sample', '--ckpt_path={edited}'],
+                                     ['--resume', '--ckpt_path={edited}', '--max_iters=30'],
+                                     ['--init_from={edited}', '--ckpt_path={new}']])
+def test_the_weights_of_another_model_are_refused_in_one_line(command, ckpt, tmp_path, capsys):
+    # a checkpoint of a learner's edited gpt.py (here: the lecture's list of Heads), or one from before an edit
+    saved = torch.load(ckpt)
+    saved['model'] = {name.replace('sa.qkv.', 'sa.heads.0.key.'): w for name, w in saved['model'].items()}
+    torch.save(saved, tmp_path / 'edited.pt')
+    with pytest.raises(gpt.UsageError) as e:
+        gpt.main([arg.format(edited=tmp_path / 'edited.pt', new=tmp_path / 'new.pt') for arg in command] +
+                 ['--device=cpu'])
+    assert str(e.value) == (f"{tmp_path}/edited.pt is not a readable gpt.py checkpoint (RuntimeError): it may be "
+                            "truncated, or an edited gpt.py's; retrain with 'python gpt.py' or pass --"
+                            f"{'init_from' if 'init' in command[0] else 'ckpt_path'}=")
+    assert e.value.status == 1 and capsys.readouterr().out == ''
