@@ -717,13 +717,18 @@ def plot_history(history):
 
 @torch.no_grad()
 def attention_weights(model, idx):
-    """Each head's wei for idx (1, T), as part one computes it: what attn_dropout is handed. (n_layer, n_head, T, T)"""
-    weights = []
-    hooks = [block.sa.attn_dropout.register_forward_pre_hook(lambda module, args: weights.append(args[0][0].cpu()))
-             for block in model.blocks]
+    """Each head's wei for idx (1, T), as part one computes it: what MultiHeadAttention hands its attn_dropout (or
+    each Head its dropout, in the lecture's list of Heads). (n_layer, n_head, T, T)"""
+    weights, T = [], idx.shape[1]
+    hooks = [(m.dropout if isinstance(m, Head) else m.attn_dropout).register_forward_pre_hook(
+        lambda module, args: weights.append(args[0][0])) for m in model.modules()
+        if isinstance(m, Head) or hasattr(m, 'attn_dropout')]
     model(idx)
     [hook.remove() for hook in hooks]
-    return torch.stack(weights)
+    if not weights or any(w.shape[-2:] != (T, T) or (w.sum(-1) - 1).abs().max() > 1e-3 for w in weights):
+        raise UsageError("--attention finds no attention weights where it looks: what MultiHeadAttention hands its "
+                         "attn_dropout (or each Head its dropout), rows of softmax over the prompt", status=1)
+    return torch.cat([w.reshape(-1, T, T) for w in weights]).cpu().view(len(model.blocks), -1, T, T)
 
 
 def embedding_points(model):

@@ -54,6 +54,41 @@ def test_a_gpt_py_without_the_mask_draws_weight_on_the_future(ckpt, tmp_path):
     assert torch.allclose(wei.sum(-1), torch.ones_like(wei.sum(-1)), atol=1e-5)
 
 
+class LecturesMultiHeadAttention(torch.nn.Module):
+    """ the lecture's MultiHeadAttention: Heads in a list, their outputs side by side """
+
+    def __init__(self, heads, proj):
+        super().__init__()
+        self.heads, self.proj, self.dropout = torch.nn.ModuleList(heads), proj, torch.nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.dropout(self.proj(torch.cat([h(x) for h in self.heads], dim=-1)))
+
+
+def test_the_lectures_list_of_heads_draws_the_same_attention(ckpt):
+    # a learner may go back to the lecture's class: --attention then reads what each Head hands its dropout
+    model, encode = model_from(ckpt)
+    idx = torch.tensor([encode(PROMPT[:16])])
+    batched = gpt.attention_weights(model.eval(), idx)
+    for block in model.blocks: # the same weights in Heads: qkv's rows are the queries, keys, values, head after head
+        q, k, v = block.sa.qkv.weight.detach().chunk(3)
+        heads = [gpt.Head(32, 16, 16, 0.0) for _ in range(2)]
+        for h, head in enumerate(heads):
+            for linear, w in ((head.query, q), (head.key, k), (head.value, v)):
+                linear.weight.data = w[16 * h:16 * (h + 1)].clone()
+        block.sa = LecturesMultiHeadAttention(heads, block.sa.proj)
+    assert torch.allclose(gpt.attention_weights(model.eval(), idx), batched, atol=1e-6)
+
+
+def test_an_attention_whose_dropout_is_handed_no_weights_is_refused_in_one_line(ckpt, tmp_path, capsys):
+    # the dropout moved onto the values: what attn_dropout is handed is no attention, and is not drawn as one
+    edited = edited_gpt(tmp_path, [('        wei = self.attn_dropout(wei)\n', ''),
+                                   ('out = wei @ v #', 'out = wei @ self.attn_dropout(v) #')])
+    with pytest.raises(edited.UsageError, match='^--attention finds no attention weights where it looks') as e:
+        edited.main(['--sample', '--attention', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--device=cpu'])
+    assert e.value.status == 1 and capsys.readouterr().out == ''
+
+
 def test_the_embedding_picture_places_each_character_by_the_tables_two_principal_components(ckpt):
     model, _ = model_from(ckpt)
     table = model.token_embedding_table.weight.detach().numpy().astype(np.float64)
