@@ -924,6 +924,7 @@ def sample_from_checkpoint(c, given):
         raise UsageError("--attention draws with matplotlib, which is not installed: pip install matplotlib", status=1)
     ckpt = load_checkpoint(c.ckpt_path, 'ckpt_path', c, given, SHAPE)
     check_config(c)
+    globals().update((name, getattr(c, name)) for name in HYPERPARAMETERS) # as in main
     check_prompt(c.prompt, ckpt['chars'])
     encode, decode = tokenizer(ckpt['chars'])
     model = GPTLanguageModel(len(ckpt['chars']), c.block_size, c.n_embd, c.n_head, c.n_layer)
@@ -996,6 +997,8 @@ def main(argv):
     if c.bench: # bench_iters steps after two to warm up (allocator, kernels, compilation): no evaluation, no sample
         c.max_iters, c.max_new_tokens = (ckpt['iter'] if ckpt else 0) + 2 + c.bench_iters, 0
         c.eval_interval = c.max_iters # (from the start, which is not evaluated, no multiple of it is reached)
+    # the names at the top hold the values that run: a lecture line reading block_size, not c.block_size, gets them
+    globals().update((name, getattr(c, name)) for name in HYPERPARAMETERS)
     run = Run(c, [head, *notes], ckpt, init, rank, n)
     try:
         train(c, run)

@@ -375,3 +375,17 @@ def test_a_run_that_diverges_stops_at_the_evaluation_that_finds_it_in_one_line(t
     assert e.value.status == 1
     assert str(e.value) == 'step 5: the loss is nan, training diverged: lower --learning_rate (here 1e+30)'
     assert capsys.readouterr().out.splitlines()[-1] == 'step 5: train loss nan, val loss nan' # no writes: line
+
+
+def test_a_lecture_line_reading_the_names_at_the_top_gets_the_values_that_run(tmp_path, capsys):
+    # the lecture's generate crops the context with block_size, the name at the top (256 there): here the run's 16
+    edited = edited_gpt(tmp_path, [('idx[:, -self.block_size:]', 'idx[:, -block_size:]')],
+                        within=('class GPTLanguageModel', 'def train(c, run)'))
+    run = ['--max_iters=2', '--eval_interval=100', '--eval_sample=40', '--max_new_tokens=40']
+    ckpt = train(tmp_path, *run, script=edited)
+    assert edited.block_size == 16 and edited.max_iters == 2 and edited.n_embd == 32
+    out = re.sub(r'trained in [\d.]+ s', '', capsys.readouterr().out)
+    train(tmp_path, *run, ckpt='shipped.pt')
+    assert re.sub(r'trained in [\d.]+ s', '', capsys.readouterr().out).replace('shipped.', 'gpt.') == out # the same
+    edited.main(['--sample', f'--ckpt_path={ckpt}', '--prompt=ROMEO:', '--max_new_tokens=30', '--device=cpu'])
+    assert capsys.readouterr().out.startswith('ROMEO:') and edited.block_size == 16
