@@ -957,6 +957,8 @@ def main(argv):
             raise UsageError("--init_from starts a new run from a checkpoint's weights, --resume carries one on: "
                              "give one of them")
         ckpt = load_checkpoint(c.ckpt_path, 'ckpt_path', c, given, RECIPE)
+        if not os.path.exists(c.input_path) and 'input_path' not in given: # trained in another folder or machine:
+            c.input_path = HYPERPARAMETERS['input_path'] # this gpt.py's text (restore checks its vocabulary)
         spent, done = ckpt.get('elapsed', 0.0), [] # a limit reached: one line on what to give, not a step or two
         if ckpt['iter'] >= c.max_iters:
             done.append((f"step {ckpt['iter']} of --max_iters={c.max_iters}", f"--max_iters={ckpt['iter'] * 2}"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import ROOT, TINY, TINY_GPT, run_script, train
+from conftest import ROOT, SHAKESPEARE, TINY, TINY_GPT, run_script, train
 
 
 @pytest.fixture(scope='module')
@@ -102,6 +102,18 @@ def test_resume_carries_on_to_max_iters(ckpt, trained, capsys):
     assert before['learning_rate'] == gpt.small['learning_rate'] and before['n_embd'] == 32 # not the defaults
     assert saved['optimizer']['state'][0]['step'] == 30 # the same AdamW, ten steps further
     assert (ckpt.parent / 'gpt.csv').read_text().splitlines()[-1].startswith('29,')
+
+
+def test_a_run_whose_text_is_not_here_resumes_on_this_gpt_pys_own(tmp_path, capsys):
+    # trained in a folder since moved, or on another machine (Colab, say): the text it names is not here
+    (tmp_path / 'colab').mkdir()
+    shutil.copy(SHAKESPEARE, tmp_path / 'colab' / 'input.txt')
+    train(tmp_path, f'--input_path={tmp_path}/colab/input.txt', '--max_iters=2', '--eval_interval=100',
+          '--max_new_tokens=0')
+    shutil.rmtree(tmp_path / 'colab')
+    gpt.main(['--resume', f'--ckpt_path={tmp_path}/gpt.pt', '--max_iters=3', '--max_new_tokens=0', '--device=cpu'])
+    assert 'from step 2 of' in capsys.readouterr().out # on input.txt beside gpt.py: restore found its vocabulary
+    assert gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))['config']['input_path'] == gpt.HYPERPARAMETERS['input_path']
 
 
 def test_resume_without_its_history_starts_a_new_one(ckpt, capsys):
