@@ -230,6 +230,8 @@ def check_device(device):
 
 def load_text(path, url, block_size=0):
     """The training text; downloaded to path (atomically: several processes may) if it is not there."""
+    if not os.path.exists(path) and path != HYPERPARAMETERS['input_path'] and url == HYPERPARAMETERS['data_url']:
+        raise UsageError(f"no text at {path}: check the path, or give --data_url= to download one there", 1) # (a typo)
     if not os.path.exists(path):
         print(f"downloading {url} to {path}", flush=True)
         tmp = f"{path}.part{os.getpid()}"
@@ -296,9 +298,7 @@ class Run:
 def main(argv):
     if '-h' in argv or '--help' in argv:
         return print(usage())
-    c, given = parse_args(argv)
-    if not os.path.exists(c.input_path) and c.input_path != HYPERPARAMETERS['input_path'] and 'data_url' not in given:
-        raise UsageError(f"no text at {c.input_path}: check the path, or give --data_url= to download one there", 1)
+    c, _ = parse_args(argv)
     check_config(c)
     train(c, Run(c))
 

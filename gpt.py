@@ -486,6 +486,8 @@ def cpu_flags(): # this CPU's features as Linux lists them; none elsewhere
 
 def load_text(path, url, block_size=0):
     """The training text; downloaded to path (atomically: several processes may) if it is not there."""
+    if not os.path.exists(path) and path != HYPERPARAMETERS['input_path'] and url == HYPERPARAMETERS['data_url']:
+        raise UsageError(f"no text at {path}: check the path, or give --data_url= to download one there", 1) # (a typo)
     if not os.path.exists(path):
         print(f"downloading {url} to {path}", flush=True)
         tmp = f"{path}.part{os.getpid()}"
@@ -977,8 +979,6 @@ def main(argv):
         if 'learning_rate' not in given: # the lecture's advice for a finetune; half did best here (README, EX3)
             c.learning_rate /= 2
             notes.append(f"learning_rate={c.learning_rate:g}: half, to finetune (or give --learning_rate=)")
-    if not os.path.exists(c.input_path) and c.input_path != HYPERPARAMETERS['input_path'] and 'data_url' not in given:
-        raise UsageError(f"no text at {c.input_path}: check the path, or give --data_url= to download one there", 1)
     check_config(c)
     notes.append(choose_dtype(c)) # the device's, on every run: not carried by --resume
     if c.device == 'cpu' and torch.version.cuda is None and shutil.which('nvidia-smi'): # (pip's torch on Windows)
