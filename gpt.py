@@ -727,10 +727,12 @@ def attention_weights(model, idx):
         if isinstance(m, Head) or hasattr(m, 'attn_dropout')]
     model(idx)
     [hook.remove() for hook in hooks]
-    if not weights or any(w.shape[-2:] != (T, T) or (w.sum(-1) - 1).abs().max() > 1e-3 for w in weights):
+    shapes_fit = weights and all(w.shape[-2:] == (T, T) for w in weights)
+    wei = torch.cat([w.reshape(-1, T, T) for w in weights]) if shapes_fit else None
+    if wei is None or (wei.sum(-1) - 1).abs().max() > 1e-3: # (one value read back)
         raise UsageError("--attention finds no attention weights where it looks: what MultiHeadAttention hands its "
                          "attn_dropout (or each Head its dropout), rows of softmax over the prompt", status=1)
-    return torch.cat([w.reshape(-1, T, T) for w in weights]).cpu().view(len(model.blocks), -1, T, T)
+    return wei.cpu().view(len(model.blocks), -1, T, T)
 
 
 def embedding_points(model):
@@ -872,6 +874,7 @@ def load_checkpoint(path, option='ckpt_path', c=None, given=(), keys=()):
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
         assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
+        globals().update((k, ckpt['config'][k]) for k in SHAPE) # the shape that runs, where the lecture's code reads it
         GPTLanguageModel(len(ckpt['chars']), *(ckpt['config'][k] for k in SHAPE)).load_state_dict(ckpt['model'])
     except Exception as e: # (the weights fit this gpt.py's model, or nothing of it is read)
         raise UsageError(f"{path} is not a readable gpt.py checkpoint ({e.__class__.__name__}): it may be truncated, "

@@ -389,3 +389,15 @@ def test_a_lecture_line_reading_the_names_at_the_top_gets_the_values_that_run(tm
     assert re.sub(r'trained in [\d.]+ s', '', capsys.readouterr().out).replace('shipped.', 'gpt.') == out # the same
     edited.main(['--sample', f'--ckpt_path={ckpt}', '--prompt=ROMEO:', '--max_new_tokens=30', '--device=cpu'])
     assert capsys.readouterr().out.startswith('ROMEO:') and edited.block_size == 16
+
+
+def test_a_lecture_style_class_reading_n_embd_at_the_top_samples_from_its_own_checkpoint(tmp_path, capsys):
+    # the lecture's FeedForward takes no width: it reads n_embd at the top. Trained at the run's 32, and sampled from
+    # by a gpt.py just imported (n_embd = 384 there, as written), which builds it at the checkpoint's width
+    edit = [('def __init__(self, n_embd, dropout):', 'def __init__(self, width, dropout):')]
+    ckpt = train(tmp_path, '--max_iters=2', '--eval_interval=100', '--max_new_tokens=0',
+                 script=edited_gpt(tmp_path, edit, within=('class FeedForward', 'class Block')))
+    fresh = edited_gpt(tmp_path, edit, within=('class FeedForward', 'class Block'))
+    assert fresh.n_embd == 384
+    fresh.main(['--sample', f'--ckpt_path={ckpt}', '--prompt=ROMEO:', '--max_new_tokens=5', '--device=cpu'])
+    assert capsys.readouterr().out.splitlines()[-1].startswith('ROMEO:')
