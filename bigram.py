@@ -239,8 +239,7 @@ def load_text(path, url, block_size=0):
             with requests.get(url, timeout=30, stream=True) as r: # (a connection broken off: an error, not less text)
                 r.raise_for_status()
                 with open(tmp, 'wb') as f:
-                    for chunk in r.iter_content(1 << 16):
-                        f.write(chunk)
+                    f.writelines(r.iter_content(1 << 16))
             os.replace(tmp, path) # a whole file or none: never a half-written input.txt
         except (requests.RequestException, OSError) as e:
             raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
@@ -256,8 +255,6 @@ def load_text(path, url, block_size=0):
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
                          "convert it, or pass --input_path= with a UTF-8 file", status=1)
-    if not text:
-        raise UsageError(f"{path} is empty; pass --input_path= with some text", status=1)
     if len(text) - int(0.9 * len(text)) <= block_size:
         raise UsageError(f"{path} has {len(text)} characters, too few for --block_size={block_size}: its last 10% "
                          f"(the validation split) needs more than {block_size}; use a longer text or a smaller "

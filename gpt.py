@@ -458,8 +458,7 @@ def choose_config(c, given):
 
 
 def choose_dtype(c):
-    """The precision training computes in (c.dtype becomes its name), and why: bf16 on GPUs of compute capability
-    8.0 on, and CPUs with AMX or AVX512-BF16 from n_embd 192; float16 (with a GradScaler) on older GPUs; float32."""
+    """The precision training computes in (c.dtype becomes its name), and a note saying why (see --dtype above)."""
     why = 'as given'
     if c.device.startswith('cuda'):
         capability = torch.cuda.get_device_capability(c.device)
@@ -495,8 +494,7 @@ def load_text(path, url, block_size=0):
             with requests.get(url, timeout=30, stream=True) as r: # (a connection broken off: an error, not less text)
                 r.raise_for_status()
                 with open(tmp, 'wb') as f:
-                    for chunk in r.iter_content(1 << 16):
-                        f.write(chunk)
+                    f.writelines(r.iter_content(1 << 16))
             os.replace(tmp, path) # a whole file or none: never a half-written input.txt
         except (requests.RequestException, OSError) as e:
             raise UsageError(f"could not download {url} ({e.__class__.__name__}); "
@@ -512,8 +510,6 @@ def load_text(path, url, block_size=0):
     except UnicodeDecodeError as e:
         raise UsageError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
                          "convert it, or pass --input_path= with a UTF-8 file", status=1)
-    if not text:
-        raise UsageError(f"{path} is empty; pass --input_path= with some text", status=1)
     if len(text) - int(0.9 * len(text)) <= block_size:
         raise UsageError(f"{path} has {len(text)} characters, too few for --block_size={block_size}: its last 10% "
                          f"(the validation split) needs more than {block_size}; use a longer text or a smaller "
@@ -565,7 +561,6 @@ class Run:
         self.stop_requested, self.old_handler = False, signal.getsignal(signal.SIGINT)
 
     def begin(self, model, optimizer, chars):
-        """The first lines, the checkpoint or --init_from, speed-ups, several processes: the model, the start."""
         c = self.c
         self.raw_model, self.optimizer, self.chars, self.decode = model, optimizer, chars, tokenizer(chars)[1]
         check_prompt(c.prompt, chars) # now, not after the training
@@ -595,7 +590,6 @@ class Run:
         signal.signal(signal.SIGINT, signal.default_int_handler) # a second Ctrl-C stops at once
 
     def after_eval(self, iter, losses):
-        """Appends to the history, saves a better checkpoint, shows what the model writes now."""
         if not all(map(math.isfinite, losses.values())): # nothing more to learn from, or to sample
             raise UsageError(f"step {iter}: the loss is {losses['val']}, training diverged: lower --learning_rate "
                              f"(here {self.c.learning_rate:g})", status=1)
@@ -620,17 +614,14 @@ class Run:
         done = self.elapsed / c.max_time if c.max_time > 0 else 0.0
         for group in self.optimizer.param_groups:
             group['lr'] = get_lr(iter, c, done) * group.get('lr_scale', 1.0) # a group's share (exercises/muon.py)
-        if self.scaler.is_enabled(): # float16: the gradients of the scaled loss, divided back before clipping
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer) # float16: the scaled loss's gradients divided back (disabled: nothing)
         if c.grad_clip > 0 or self.scaler.is_enabled(): # (max_norm inf: the norm alone)
             norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip or math.inf)
-        if self.scaler.is_enabled():
-            self.scaler.update() # half the scale after an overflow, twice after 2000 steps without one
-            if not torch.isfinite(norm): # an overflow: no gradient, no step (what scaler.step would skip)
-                self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.update() # half the scale after an overflow, twice after 2000 steps without one (disabled: nothing)
+        if self.scaler.is_enabled() and not torch.isfinite(norm): # an overflow: no gradient, no step (as scaler.step)
+            self.optimizer.zero_grad(set_to_none=True)
 
     def after_step(self, iter, loss):
-        """The progress line; Ctrl-C saves and stops; True after the last step."""
         c = self.c
         if c.bench: # timed from the end of the second step; the GPU waited for, its steps done, not only queued
             torch.cuda.synchronize(c.device) if 'cuda' in c.device else c.device == 'cpu' or torch.mps.synchronize()
@@ -645,7 +636,7 @@ class Run:
         if c.max_time > 0 and self.elapsed >= c.max_time and self.last_iter > iter + 1:
             self.last_iter, self.stopped_by = iter + 1, 'max_time' # one more evaluation and step, as at max_iters
         now = time.perf_counter()
-        if not self.rank and now - self.shown >= self.every and self.steps > self.start:
+        if not self.rank and now - self.shown >= self.every:
             self.shown, its = now, (self.steps - self.start) / (now - self.t0) # (evaluations included)
             left = max(0.0, min((self.last_iter + 1 - self.steps) / its, (c.max_time or math.inf) - self.elapsed))
             print(f"step {self.steps}/{c.max_iters} | loss {loss.item():.4f} | {its:.2f} it/s | "
@@ -676,15 +667,15 @@ class Run:
                   f"saved {c.ckpt_path} and {self.history}")
             plot_history(self.history)
             # estimate_loss's random batches stray from it by up to 0.02: this is the number to compare runs by
-            n = (len(val_data) - 1) // c.block_size
-            print(f"val loss on the whole val split ({n} windows of {c.block_size} characters): "
-                  f"{whole_split_loss(self.raw_model.eval(), val_data, c.block_size):.4f}")
+            print(f"val loss on the whole val split ({(len(val_data) - 1) // c.block_size} windows of {c.block_size} "
+                  f"characters): {whole_split_loss(self.raw_model.eval(), val_data, c.block_size):.4f}")
             self.raw_model.train() # as part one left it: its own lines say how its sample is drawn
         torch.manual_seed(c.seed) # the sample that follows is the one --sample draws from the checkpoint
 
-    def save(self, iter):
-        save_checkpoint(self.c.ckpt_path, self.raw_model, self.optimizer, self.c, self.chars, iter, self.best_val_loss,
-                        self.spent + time.perf_counter() - self.t0, self.scaler)
+    def save(self, iter): # the checkpoint's format, which load_checkpoint reads
+        save_atomically(self.c.ckpt_path, {'model': self.raw_model.state_dict(), 'config': vars(self.c),
+            'optimizer': self.optimizer.state_dict(), 'scaler': self.scaler.state_dict(), 'chars': self.chars,
+            'iter': iter, 'best_val_loss': self.best_val_loss, 'elapsed': self.spent + time.perf_counter() - self.t0})
 
 
 @torch.no_grad()
@@ -707,7 +698,6 @@ def pyplot(): # matplotlib.pyplot drawing to files, or None without matplotlib
 
 
 def plot_history(history):
-    """A PNG of the loss curves beside the CSV, where matplotlib happens to be installed."""
     if plt := pyplot():
         step, train, val = np.loadtxt(history, delimiter=',', skiprows=1, usecols=(0, 1, 2), ndmin=2).T
         plt.figure(figsize=(6, 4))
@@ -727,9 +717,8 @@ def attention_weights(model, idx):
         if isinstance(m, Head) or hasattr(m, 'attn_dropout')]
     model(idx)
     [hook.remove() for hook in hooks]
-    shapes_fit = weights and all(w.shape[-2:] == (T, T) for w in weights)
-    wei = torch.cat([w.reshape(-1, T, T) for w in weights]) if shapes_fit else None
-    if wei is None or (wei.sum(-1) - 1).abs().max() > 1e-3: # (one value read back)
+    if not weights or any(w.shape[-2:] != (T, T) for w in weights) or \
+            ((wei := torch.cat([w.reshape(-1, T, T) for w in weights])).sum(-1) - 1).abs().max() > 1e-3: # (one read)
         raise UsageError("--attention finds no attention weights where it looks: what MultiHeadAttention hands its "
                          "attn_dropout (or each Head its dropout), rows of softmax over the prompt", status=1)
     return wei.cpu().view(len(model.blocks), -1, T, T)
@@ -742,7 +731,6 @@ def embedding_points(model):
 
 
 def draw_pictures(model, prompt, chars, encode, c):
-    """--attention: each head's wei over the prompt, and the characters' embeddings, PNGs beside the checkpoint."""
     plt, base, prompt = pyplot(), os.path.splitext(c.ckpt_path)[0], prompt[-c.block_size:]
     wei = attention_weights(model.eval(), torch.tensor([encode(prompt)], device=c.device)).float().numpy()
     (layers, heads, T, _), shown, side = wei.shape, [SHOWN.get(ch, ch) for ch in prompt], 0.3 + 0.16 * len(prompt)
@@ -811,13 +799,11 @@ class FusedAttention(MultiHeadAttention):
 # ------------ several processes (torchrun): one rank per GPU, or per CPU process with gloo
 
 def setup_distributed(c):
-    """(rank, world_size): torchrun's, or one process's."""
-    torchrun = 'RANK' in os.environ and 'WORLD_SIZE' in os.environ
-    if torchrun and c.device.startswith('mps'):
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
+        return 0, 1
+    if c.device.startswith('mps'):
         raise UsageError("torchrun on MPS: gloo, its only backend there, cannot carry MPS tensors; run one process "
                          "(python gpt.py), or pass --device=cpu")
-    if not torchrun:
-        return 0, 1
     # imported before the process group exists, not by DDP after it: its functions' defaults (group=group.WORLD) would
     # hold the process group for good, destroy_process_group could not free it, and its threads would outlive us
     import torch.distributed.nn.functional
@@ -836,12 +822,6 @@ def teardown_distributed():
         torch.distributed.destroy_process_group() # the last reference: its destructor joins the threads
 
 # ------------ checkpoints
-
-def save_checkpoint(path, model, optimizer, c, chars, iter, best_val_loss, elapsed=0.0, scaler=None):
-    save_atomically(path, {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'config': vars(c),
-                           'chars': chars, 'iter': iter, 'best_val_loss': best_val_loss, 'elapsed': elapsed,
-                           'scaler': scaler and scaler.state_dict()})
-
 
 def save_atomically(path, obj):
     """torch.save(obj, path), all or nothing: a kill, a full disk or a file held open leaves what was there."""
@@ -932,9 +912,8 @@ def sample_from_checkpoint(c, given):
     globals().update((name, getattr(c, name)) for name in HYPERPARAMETERS) # as in main
     check_prompt(c.prompt, ckpt['chars'])
     encode, decode = tokenizer(ckpt['chars'])
-    model = GPTLanguageModel(len(ckpt['chars']), c.block_size, c.n_embd, c.n_head, c.n_layer)
-    model.load_state_dict(ckpt['model'])
-    model.to(c.device).eval()
+    model = GPTLanguageModel(len(ckpt['chars']), c.block_size, c.n_embd, c.n_head, c.n_layer).to(c.device).eval()
+    model.load_state_dict(ckpt['model']) # (copied onto the model's device)
     if c.attention:
         print(*draw_pictures(model, c.prompt, ckpt['chars'], encode, c), sep='\n', file=sys.stderr)
     torch.manual_seed(c.seed)
@@ -985,13 +964,11 @@ def main(argv):
     check_config(c)
     notes.append(choose_dtype(c)) # the device's, on every run: not carried by --resume
     if c.device == 'cpu' and torch.version.cuda is None and shutil.which('nvidia-smi'): # (pip's torch on Windows)
-        notes.append("an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then its CUDA build for "
-                     "your driver (pytorch.org/get-started): pip install torch --index-url "
-                     "https://download.pytorch.org/whl/cu126")
+        notes.append("an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then pip install torch "
+                     "--index-url https://download.pytorch.org/whl/cu126 (or your driver's: pytorch.org/get-started)")
     rank, n = setup_distributed(c)
     if rank: # only rank 0 prints and samples
         sys.stdout, c.max_new_tokens, c.eval_sample = open(os.devnull, 'w'), 0, 0
-    # the first lines: which values run, and where they differ from the block at the top of gpt.py
     head = (f"config {which} on {c.device}{f' x {n} processes' if n > 1 else ''}: n_layer={c.n_layer} n_head="
             f"{c.n_head} n_embd={c.n_embd} block_size={c.block_size} batch_size={c.batch_size}"
             f"{f' per rank, {c.batch_size * n} in all' if n > 1 else ''} max_iters={c.max_iters} "

@@ -56,7 +56,8 @@ def test_saved_model_reproduces_the_same_logits(tmp_path):
     opt = gpt.configure_optimizer(model, 1e-3, 0.1, 0.99)
     chars = [chr(97 + i) for i in range(20)]
     cfg = dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2)
-    gpt.save_checkpoint(str(tmp_path / 'm.pt'), model, opt, gpt.SimpleNamespace(**cfg), chars, 7, 1.5)
+    gpt.save_atomically(str(tmp_path / 'm.pt'), {'model': model.state_dict(), 'optimizer': opt.state_dict(),
+                                                 'config': cfg, 'chars': chars, 'iter': 7, 'best_val_loss': 1.5})
     assert os.listdir(tmp_path) == ['m.pt'] # no temporary file left
     idx = torch.randint(20, (3, 16))
     assert torch.equal(model_from(gpt.load_checkpoint(str(tmp_path / 'm.pt')))(idx)[0], model(idx)[0])

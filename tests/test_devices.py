@@ -180,8 +180,8 @@ def test_an_nvidia_gpu_that_this_torch_cannot_use_is_named_with_the_fix(tmp_path
     smi.write_text('#!/bin/sh\necho "NVIDIA-SMI 580.00"\n')
     smi.chmod(0o755)
     monkeypatch.setattr(torch.version, 'cuda', None) # a torch without CUDA (the CPU build here has none anyway)
-    hint = ('  an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then its CUDA build for your '
-            'driver (pytorch.org/get-started): pip install torch --index-url https://download.pytorch.org/whl/cu126')
+    hint = ('  an NVIDIA GPU is here, but this torch has no CUDA: pip uninstall torch, then pip install torch '
+            "--index-url https://download.pytorch.org/whl/cu126 (or your driver's: pytorch.org/get-started)")
     for folder, shown in (('none', False), ('bin', True)):
         monkeypatch.setenv('PATH', str(tmp_path / folder))
         train(tmp_path, '--max_iters=1')

@@ -82,8 +82,9 @@ def test_a_muon_checkpoint_resumes_to_the_weights_of_an_uninterrupted_run(tmp_pa
         return model, ex4.configure_optimizer(model, 1e-2, 0.1, 0.99)
     model, optimizer = fresh()
     steps(model, optimizer, batches[:3])
-    cfg = gpt.SimpleNamespace(**dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2))
-    gpt.save_checkpoint(str(tmp_path / 'm.pt'), model, optimizer, cfg, [chr(97 + i) for i in range(20)], 3, 9.0)
+    cfg = dict(gpt.HYPERPARAMETERS, block_size=16, n_embd=32, n_head=2, n_layer=2)
+    gpt.save_atomically(str(tmp_path / 'm.pt'), {'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+                        'config': cfg, 'chars': [chr(97 + i) for i in range(20)], 'iter': 3, 'best_val_loss': 9.0})
     steps(model, optimizer, batches[3:]) # uninterrupted
     saved = gpt.load_checkpoint(str(tmp_path / 'm.pt'))
     for with_state in (True, False):

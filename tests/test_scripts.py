@@ -125,7 +125,7 @@ def test_a_text_that_is_not_there_is_refused_not_downloaded_as_tiny_shakespeare(
 
 
 @pytest.mark.parametrize('script, content, words', [
-    (gpt, b'', 'is empty'),
+    (gpt, b'', 'has 0 characters, too few'),
     (gpt, b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
     (bigram, b'caf\xe9 au lait\n' * 100, 'is not UTF-8 text (byte 0xe9 at offset 3)'),
     (gpt, b'too short\n' * 5, 'has 50 characters, too few for --block_size=16'),

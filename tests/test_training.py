@@ -156,11 +156,11 @@ def test_the_time_left_never_goes_below_zero_once_max_time_has_run_out(tmp_path,
 
 def test_checkpoints_are_saved_when_val_improves_and_at_the_end(tmp_path, monkeypatch, capsys):
     saves = []
-    save = gpt.save_checkpoint
-    def record(path, model, optimizer, c, chars, iter, best_val_loss, *rest):
-        saves.append((iter, best_val_loss))
-        save(path, model, optimizer, c, chars, iter, best_val_loss, *rest)
-    monkeypatch.setattr(gpt, 'save_checkpoint', record)
+    save = gpt.Run.save
+    def record(run, iter):
+        saves.append((iter, run.best_val_loss))
+        save(run, iter)
+    monkeypatch.setattr(gpt.Run, 'save', record)
     # one batch an estimate: noisy enough that some evaluations come out worse than an earlier one
     ckpt = train(tmp_path, '--max_iters=30', '--eval_interval=2', '--eval_iters=1', '--max_new_tokens=0')
     rows = [line.split(',') for line in (tmp_path / 'gpt.csv').read_text().splitlines()[1:]]
