@@ -130,6 +130,7 @@ def train(c, run):
         if iter % c.eval_interval == 0 or iter == c.max_iters - 1:
             losses = estimate_loss(model, splits, c.eval_iters, c.batch_size, c.block_size, c.device)
             print(f"step {iter}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            run.after_eval(iter, losses) # a run that diverged stops here
 
         # sample a batch of data
         xb, yb = get_batch(train_data, c.batch_size, c.block_size, c.device)
@@ -265,7 +266,7 @@ def load_text(path, url, block_size=0):
 # the run: what train() calls
 
 class Run:
-    """What a training run does beyond the lecture's loop: it says what runs, and how far it is."""
+    """What a training run does beyond the lecture's loop: it says what runs, how far it is, and if it diverged."""
 
     def __init__(self, c):
         self.c = c
@@ -276,6 +277,11 @@ class Run:
               f"max_iters={c.max_iters} learning_rate={c.learning_rate:g}", flush=True)
         self.t0 = self.shown = time.perf_counter()
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # a log gets fewer
+
+    def after_eval(self, iter, losses):
+        if not all(map(math.isfinite, losses.values())): # nothing more to learn from, or to sample
+            raise UsageError(f"step {iter}: the loss is {losses['val']}, training diverged: lower --learning_rate "
+                             f"(here {self.c.learning_rate:g})", status=1)
 
     def after_step(self, iter):
         """A progress line every so often (a 9-second run on a fast CPU shows none)."""

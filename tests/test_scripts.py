@@ -261,6 +261,16 @@ def test_help_exits_0_with_the_usage(capsys):
 
 
 
+def test_a_bigram_run_that_diverges_stops_at_the_evaluation_that_finds_it_in_one_line(tiny_text, capsys):
+    # a learner trying rates (1000 already overflows the table): the sample at the end would be a traceback
+    with pytest.raises(bigram.UsageError) as e:
+        bigram.main([f'--input_path={tiny_text}', '--learning_rate=1e30', '--max_iters=20', '--eval_interval=5',
+                     '--eval_iters=2', '--device=cpu'])
+    assert e.value.status == 1
+    assert str(e.value) == 'step 5: the loss is nan, training diverged: lower --learning_rate (here 1e+30)'
+    assert capsys.readouterr().out.splitlines()[-1] == 'step 5: train loss nan, val loss nan'
+
+
 def test_bigram_prints_a_progress_line_in_a_log(tiny_text, monkeypatch, capsys):
     monkeypatch.setattr(bigram, 'PROGRESS_EVERY', 0) # a line at every step instead of every 30 s
     bigram.main([f'--input_path={tiny_text}', '--max_iters=3', '--eval_interval=100', '--eval_iters=1',
