@@ -366,6 +366,7 @@ SHAPE = ('block_size', 'n_embd', 'n_head', 'n_layer') # with the vocabulary, wha
 RECIPE = (*LECTURE, 'seed', 'input_path') # what --resume carries on from the checkpoint: shape, recipe, text
 PROGRESS_EVERY = 30 # seconds between progress lines in a log (on a terminal: 10)
 SHIPPED_ATTENTION = '61fe92a82f02eacf' # fingerprint(MultiHeadAttention) as shipped: FusedAttention computes it (tested)
+CPU_FLAGS = open('/proc/cpuinfo').read().split() if os.path.exists('/proc/cpuinfo') else [] # (Linux's; bf16: dtype)
 SHOWN = {'\n': '¶', ' ': '␣'} # the characters one cannot see, as the model's writing and the pictures show them
 
 # ------------ the command line (UsageError, parse_args, check_device, load_text and run_command: the same in bigram.py)
@@ -473,13 +474,10 @@ def choose_dtype(c):
         raise UsageError(f"--dtype={c.dtype} on MPS: autocast there fails on some torch versions (2.4 to about 2.8); "
                          "use --dtype=float32")
     elif c.dtype == 'auto': # a CPU: bf16 ran 3x slower without AMX or AVX512-BF16, faster with them from n_embd 192
-        flag = c.device == 'cpu' and c.n_embd >= 192 and min({'amx_bf16', 'avx512_bf16'} & set(cpu_flags()), default=0)
+        flag = c.device == 'cpu' and c.n_embd >= 192 and min({'amx_bf16', 'avx512_bf16'} & set(CPU_FLAGS), default=0)
         c.dtype, why = ('bfloat16', f'auto: a CPU with {flag}, n_embd 192 or more') if flag else \
             ('float32', f'auto on {c.device}')
     return f"dtype={c.dtype} ({why})" + (", with a GradScaler" if c.dtype == 'float16' else "")
-
-def cpu_flags(): # this CPU's features as Linux lists them; none elsewhere
-    return open('/proc/cpuinfo').read().split() if os.path.exists('/proc/cpuinfo') else []
 
 # ------------ data: Tiny Shakespeare, or any UTF-8 text
 
@@ -986,6 +984,8 @@ def main(argv):
         train(c, run)
     except BaseException as e:
         traceback.clear_frames(e.__traceback__) # its frames hold the DDP wrapper: let teardown_distributed free it
+        if n == 1 and re.search("out of memory|can't allocate memory|not enough memory", str(e)): # GPU's, CPU's
+            raise UsageError(f"out of memory on {c.device} at --batch_size={c.batch_size}: lower it or --block_size", 1)
         raise
     finally:
         signal.signal(signal.SIGINT, run.old_handler)

@@ -3,6 +3,7 @@ there lives on torch's 'meta' device instead, under CUDA's rules for mixing devi
 data: what a script reads back from one (loss.item(), a sample's tolist(), wei.cpu()) reads zeros. So a path that
 would fail on a GPU for its devices fails here; its numbers are tested on the CPU."""
 import functools
+import math
 import re
 import sys
 
@@ -22,6 +23,8 @@ class OnMeta(TorchFunctionMode):
     """The device named kind ('cuda' or 'mps') becomes 'meta' wherever a device is named, and an operation that
     mixes a meta tensor with a CPU tensor of one or more dimensions fails, as on CUDA; a 0-dim CPU tensor is a
     number, and an index on the CPU is moved, as CUDA does."""
+
+    memory = math.inf # bytes a tensor may take: a test gives fewer, and a bigger one is out of memory, as on CUDA
 
     def __init__(self, kind):
         super().__init__()
@@ -53,7 +56,11 @@ class OnMeta(TorchFunctionMode):
             if any(isinstance(t, torch.Tensor) and t.device.type == 'cpu' and t.dim() > 0 for t in tensors):
                 raise RuntimeError(f"{resolve_name(func) or func}: Expected all tensors to be on the same device, but "
                                    "found at least two devices, cuda:0 and cpu! (the stand-in GPU)")
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.is_meta and out.nbytes > self.memory:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {out.nbytes} bytes (the stand-in "
+                                              f"GPU holds {self.memory})")
+        return out
 
 
 @pytest.fixture(params=[(8, 0)], ids=lambda capability: f'cuda {capability[0]}.{capability[1]}')

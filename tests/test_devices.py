@@ -11,7 +11,7 @@ import torch
 import bigram
 import gpt
 from conftest import ROOT, TINY, train
-from standin import gpu, mps # noqa: F401 (fixtures)
+from standin import OnMeta, gpu, mps # noqa: F401 (fixtures)
 
 from exercises import calculator
 sys.path.insert(0, os.path.join(ROOT, 'exercises'))
@@ -69,6 +69,14 @@ def test_attention_pictures_from_a_gpu(cpu_ckpt, gpu, tmp_path, capsys):
               '--max_new_tokens=2'])
     assert capsys.readouterr().err.split() == [f'{tmp_path}/gpu-attention.png', f'{tmp_path}/gpu-embedding.png']
     assert (tmp_path / 'gpu-attention.png').exists() and (tmp_path / 'gpu-embedding.png').exists()
+
+
+@pytest.mark.parametrize('gpu', [T4], indirect=True)
+def test_a_batch_too_big_for_the_gpu_stops_in_one_line_that_says_what_to_lower(gpu, tmp_path, monkeypatch):
+    monkeypatch.setattr(OnMeta, 'memory', 2**20) # a GPU that holds no tensor over 1 MiB: the logits of 1024 x 16
+    with pytest.raises(gpt.UsageError, match='^out of memory on cuda at --batch_size=1024: lower it or --block_size$') as e:
+        train(tmp_path, '--device=cuda', *ON_GPU, '--batch_size=1024', ckpt='gpu.pt')
+    assert e.value.status == 1
 
 
 def test_bench_on_a_gpu(gpu, tmp_path, capsys):

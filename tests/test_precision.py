@@ -20,7 +20,7 @@ from conftest import train
 def test_auto_picks_the_dtype_the_device_computes_fastest(device, capability, n_embd, expect, monkeypatch):
     # no GPU here, and any CPU: only the GPU's compute capability or the CPU's flags are made up
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: capability)
-    monkeypatch.setattr(gpt, 'cpu_flags', lambda: ['fpu', 'sse2', *(capability if device != 'cuda' else [])])
+    monkeypatch.setattr(gpt, 'CPU_FLAGS', ['fpu', 'sse2', *(capability if device != 'cuda' else [])])
     c = gpt.SimpleNamespace(dtype='auto', device=device, n_embd=n_embd)
     note = gpt.choose_dtype(c)
     assert c.dtype == expect
