@@ -502,7 +502,7 @@ def load_text(path, url, block_size=0):
                 os.remove(tmp)
     try:
         with open(path, 'rb') as f:
-            text = (raw := f.read()).decode('utf-8')
+            text = (raw := f.read()).decode('utf-8-sig') # (-sig: a byte-order mark, as Notepad writes, is no text)
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
     except UnicodeDecodeError as e:
@@ -531,8 +531,7 @@ def configure_optimizer(model, learning_rate, weight_decay, beta2, exclude=()):
 
 
 def get_lr(it, c, done=0.0):
-    """The rate for step it. done: the share of max_time behind us; the decay follows it where it is larger than the
-    share of max_iters, so that the decay ends where the run does, whichever limit that is."""
+    """The rate for step it; the decay follows done, the share of max_time spent, where it is ahead of max_iters'."""
     if it < c.warmup_iters:
         return c.learning_rate * (it + 1) / c.warmup_iters
     if c.lr_decay == 'none':
@@ -547,8 +546,7 @@ def get_lr(it, c, done=0.0):
 class Run:
 
     def __init__(self, c, first_lines, ckpt, init, rank, world_size):
-        self.c, self.first_lines, self.ckpt, self.init, self.rank, self.world_size = \
-            c, first_lines, ckpt, init, rank, world_size
+        vars(self).update(c=c, first_lines=first_lines, ckpt=ckpt, init=init, rank=rank, world_size=world_size)
         self.start = self.steps = ckpt['iter'] if ckpt else 0
         self.resumed_at = self.start if ckpt or c.bench else None # no evaluation where it starts: it had one
         self.last_iter = None if c.bench else c.max_iters - 1 # moves up when max_time runs out
@@ -583,7 +581,8 @@ class Run:
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between progress lines (a log: fewer)
         return model, self.start
 
-    def request_stop(self, signum, frame):
+    def request_stop(self, signum, frame): # (os.write: a print here could break into a print under way)
+        os.write(2, b"Ctrl-C: saving after this step (an evaluation may take a while); again: stop now, unsaved\n")
         self.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler) # a second Ctrl-C stops at once
 
@@ -599,8 +598,8 @@ class Run:
                 if iter > (self.resumed_at or 0):
                     self.save(iter)
             if self.c.eval_sample: # what the model writes now, seeded; the training's random numbers left as they were
-                kind = self.c.device.split(':')[0]
-                with torch.random.fork_rng([self.c.device] if kind != 'cpu' else [], device_type=kind):
+                with torch.random.fork_rng([self.c.device] if self.c.device != 'cpu' else [],
+                                           device_type=self.c.device.split(':')[0]):
                     torch.manual_seed(self.c.seed)
                     idx = self.raw_model.eval().generate(torch.zeros((1, 1), dtype=torch.long, device=self.c.device),
                                                          self.c.eval_sample)[0, 1:]
@@ -754,16 +753,15 @@ def draw_pictures(model, prompt, chars, encode, c):
 # ------------ speed: the same model, computed faster
 
 def speed_up(model, c, scaler, notes):
-    """The model to train, computing what part one says, faster: fused attention where MultiHeadAttention is as
-    shipped (any edit of it, even a print, runs as written), autocast, and on Linux big tensors' memory reused."""
+    """What part one says, computed faster: MultiHeadAttention as shipped by a fused kernel, autocast, memory reuse."""
     torch.set_float32_matmul_precision('high') # TF32 matmuls on GPUs that have them
     if c.device == 'cpu' and os.name == 'posix' and hasattr(libc := ctypes.CDLL(None), 'mallopt'): # (glibc's)
         libc.mallopt(-4, 0) # M_MMAP_MAX=0: a freed tensor over 32 MB stays for the next step, not faulted in anew
     shipped = fingerprint(MultiHeadAttention) == SHIPPED_ATTENTION
-    for module in [m for m in model.modules() if shipped and type(m) is MultiHeadAttention]:
+    for module in (fused := [m for m in model.modules() if shipped and type(m) is MultiHeadAttention]):
         module.__class__ = FusedAttention
-    notes.append('attention: MultiHeadAttention ' + ('as shipped, run by the fused kernel' if shipped else
-                                                     'as edited, run as written (not by the fused kernel)'))
+    notes.append('attention: MultiHeadAttention ' + ('as shipped, run by the fused kernel' if fused else 'as edited, '
+                 'run as written' if not shipped else "not in the model: part one's own code runs as written"))
     if c.dtype != 'float32': # training and evaluation under autocast (Run.end takes it off: the sample is float32)
         forward = torch.autocast(c.device.split(':')[0], dtype=getattr(torch, c.dtype))(model.forward)
         def autocast_forward(idx, targets=None): # (no targets: a sample, the writes line's, drawn in float32)
@@ -777,12 +775,14 @@ def speed_up(model, c, scaler, notes):
 
 def fingerprint(cls):
     """A hash of the class's code, comments and layout aside: any other change to it changes the hash."""
-    try:
+    try: # (before Python 3.13, the first class of that name in the file: a copy further down is not that one)
+        src, at = inspect.getsourcelines(cls)
         code = [(tokenize.tok_name[t.type], t.string.strip()) for t in tokenize.generate_tokens(io.StringIO(
-            inspect.getsource(cls)).readline) if t.type not in (tokenize.NL, tokenize.COMMENT)]
+            ''.join(src)).readline) if t.type not in (tokenize.NL, tokenize.COMMENT)]
     except (OSError, TypeError, tokenize.TokenError): # no source to read (a notebook, say): not the shipped code
         return None
-    return hashlib.sha256(repr(code).encode()).hexdigest()[:16]
+    here = all(at <= f.__code__.co_firstlineno < at + len(src) for f in vars(cls).values() if inspect.isfunction(f))
+    return hashlib.sha256(repr(code).encode()).hexdigest()[:16] if here else None
 
 
 class FusedAttention(MultiHeadAttention):
@@ -837,8 +837,7 @@ def save_atomically(path, obj):
         raise UsageError(f"cannot write {path} ({e.strerror or e}); " + (
             f"is it open in another program? This checkpoint is kept as {tmp}" if written else
             f"{'the one there is as it was; ' if os.path.exists(path) else ''}"
-            f"{'free some space, or ' if e.errno in (errno.ENOSPC, errno.EFBIG) else ''}pass another --ckpt_path="),
-            status=1)
+            f"{'free some space, or ' if e.errno in (errno.ENOSPC, errno.EFBIG) else ''}pass another --ckpt_path="), 1)
     finally:
         if os.path.exists(tmp) and not written:
             os.remove(tmp)
@@ -847,8 +846,7 @@ def save_atomically(path, obj):
 def load_checkpoint(path, option='ckpt_path', c=None, given=(), keys=()):
     """The checkpoint at path (--option), its values for keys put in c unless given (a shape must be the same)."""
     if not os.path.exists(path):
-        raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --{option}=",
-                         status=1)
+        raise UsageError(f"no checkpoint at {path}: train one first with 'python gpt.py', or pass --{option}=", 1)
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True) # a GPU checkpoint loads on any machine
         assert isinstance(ckpt, dict) and {'model', 'config', 'chars', 'iter', 'best_val_loss'} <= ckpt.keys()
@@ -876,8 +874,8 @@ def restore(ckpt, model, optimizer, scaler, chars, c):
     try:
         optimizer.load_state_dict(ckpt['optimizer'])
     except (KeyError, ValueError):
-        raise UsageError(f"{c.ckpt_path} holds another optimizer's state (exercises/muon.py's?): resume it with the "
-                         "script that trained it") from None
+        raise UsageError(f"{c.ckpt_path} holds another optimizer's state (gpt.py's, or exercises/muon.py's): resume "
+                         "it with the script that trained it") from None
     for group, setting in zip(optimizer.param_groups, settings):
         group.update(setting)
     if ckpt.get('scaler') and scaler.is_enabled():
@@ -922,8 +920,7 @@ def sample_from_checkpoint(c, given):
 
 def check_prompt(prompt, chars):
     if unknown := ''.join(sorted(set(prompt) - set(chars))):
-        raise UsageError(f"--prompt has characters the model never saw: {unknown!r}; "
-                         "use only characters of the text it was trained on")
+        raise UsageError(f"--prompt has characters the model never saw: {unknown!r}; use only its text's characters")
 
 # ------------ the command
 
@@ -1010,6 +1007,9 @@ def run_command(main, script=os.path.basename(__file__)):
     except BrokenPipeError: # the reader went away (python gpt.py --sample | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
+    except OSError as e: # a file beside the checkpoint that cannot be written: a read-only folder, say
+        sys.exit(f"{script}: error: cannot write {e.filename or 'a file of the run'} ({e.strerror or e}); pass "
+                 "--ckpt_path= in a folder you can write to: the run's files go beside it")
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ def head_stats(path, windows=200):
     model = gpt.GPTLanguageModel(len(ckpt['chars']), c['block_size'], c['n_embd'], c['n_head'], c['n_layer'])
     model.load_state_dict(ckpt['model'])
     encode, decode = gpt.tokenizer(ckpt['chars'])
-    _, val = gpt.split_data(open(os.path.join(ROOT, 'input.txt'), encoding='utf-8').read(), encode)
+    _, val = gpt.split_data(gpt.load_text(c['input_path'], c['data_url']), encode) # the text it was trained on
     T = c['block_size']
     starts = torch.randint(len(val) - T, (windows,), generator=torch.Generator().manual_seed(0))
     sums, share, n = 0, 0.0, 0
@@ -40,11 +40,15 @@ def head_stats(path, windows=200):
     return sums / n, share / n
 
 
-if __name__ == '__main__':
-    stats, share = head_stats(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, 'gpt.pt'))
+def main(argv):
+    stats, share = head_stats(argv[0] if argv else os.path.join(ROOT, 'gpt.pt'))
     print(f"spaces and newlines: {share:.2f} of what a position can read")
     print('block head | itself previous two back | word start | spaces | entropy (nats)')
     for (layer, head), row in zip([(l, h) for l in range(stats.size(0)) for h in range(stats.size(1))],
                                   stats.flatten(0, 1).tolist()):
         print(f"  {layer}     {head}  |  {row[0]:.2f}     {row[1]:.2f}    {row[2]:.2f}   |    {row[3]:.2f}    |  "
               f"{row[4]:.2f}  |  {row[5]:.2f}")
+
+
+if __name__ == '__main__':
+    gpt.run_command(main, 'head_stats.py') # a checkpoint that is not there: one line, no traceback

@@ -30,6 +30,13 @@ def test_the_committed_input_txt_is_char_rnns_tiny_shakespeare_with_the_lectures
 
 
 @pytest.mark.parametrize('script', [gpt, bigram])
+def test_a_byte_order_mark_is_not_read_as_text(script, tmp_path):
+    # Windows' Notepad may save UTF-8 beginning with one: it is no character of the text, nor of the vocabulary
+    (tmp_path / 'notepad.txt').write_bytes(b'\xef\xbb\xbf' + open(TINY, 'rb').read())
+    assert script.load_text(str(tmp_path / 'notepad.txt'), 'http://unused') == open(TINY, encoding='utf-8').read()
+
+
+@pytest.mark.parametrize('script', [gpt, bigram])
 def test_split_is_first_90_percent_then_last_10(script):
     text = open(TINY).read()
     encode, decode = script.tokenizer(sorted(set(text)))

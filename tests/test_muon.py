@@ -104,7 +104,7 @@ def test_resume_keeps_the_optimizer_and_gpt_py_refuses_it(tmp_path, capsys):
     saved = gpt.load_checkpoint(str(tmp_path / 'gpt.pt'))
     assert saved['optimizer']['adamw']['state'][0]['step'] == 15 and len(saved['optimizer']['muon']['state']) == 8
     before = (tmp_path / 'gpt.pt').read_bytes()
-    with pytest.raises(gpt.UsageError, match=r"holds another optimizer's state \(exercises/muon.py's\?\)"):
+    with pytest.raises(gpt.UsageError, match=r"holds another optimizer's state \(gpt.py's, or exercises/muon.py's\): resume it with the script"):
         gpt.main([*args, '--resume', '--max_iters=20'])
     assert (tmp_path / 'gpt.pt').read_bytes() == before
     capsys.readouterr()

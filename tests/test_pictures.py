@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import edited_gpt, train
+from conftest import TINY, TINY_GPT, edited_gpt, train
 
 PROMPT = 'First Citizen:\nBefore we'
 
@@ -89,6 +89,19 @@ def test_an_attention_whose_dropout_is_handed_no_weights_is_refused_in_one_line(
     assert e.value.status == 1 and capsys.readouterr().out == ''
 
 
+def test_head_stats_measures_weights_that_add_up_and_says_in_one_line_where_no_checkpoint_is(ckpt, monkeypatch,
+                                                                                                capsys):
+    import head_stats # the README's figures on what each head reads
+    stats, share = head_stats.head_stats(str(ckpt), windows=20)
+    assert stats.shape == (2, 2, 6) and 0 < share < 1
+    assert (stats[..., :3].sum(-1) <= 1 + 1e-6).all() and (stats[..., :5] >= 0).all() # itself, 1 and 2 back: apart
+    assert (stats[..., 5] <= np.log(16) + 1e-6).all() # no head spreads its weights wider than over all 16 positions
+    monkeypatch.setattr(sys, 'argv', ['head_stats.py', str(ckpt.parent / 'none.pt')])
+    with pytest.raises(SystemExit) as e:
+        gpt.run_command(head_stats.main, 'head_stats.py') # as python tests/head_stats.py none.pt runs it
+    assert e.value.code == 1 and capsys.readouterr().err.startswith("head_stats.py: error: no checkpoint at ")
+
+
 def test_the_embedding_picture_places_each_character_by_the_tables_two_principal_components(ckpt):
     model, _ = model_from(ckpt)
     table = model.token_embedding_table.weight.detach().numpy().astype(np.float64)
@@ -112,6 +125,20 @@ def test_sample_with_attention_writes_both_pictures_and_says_where(ckpt, capsys)
     assert out.startswith(PROMPT) and len(out) == len(PROMPT) + 10 + 1 # and the sample, as without --attention
     gpt.main(['--sample', f'--ckpt_path={ckpt}', f'--prompt={PROMPT}', '--max_new_tokens=10', '--device=cpu'])
     assert capsys.readouterr().out == out
+
+
+@pytest.mark.parametrize('blocked', ['gpt.csv', 'gpt-attention.png'])
+def test_a_file_of_the_run_that_cannot_be_written_is_one_line(blocked, ckpt, tmp_path, monkeypatch, capsys):
+    # a real failed write (a folder where the file goes), as in a read-only folder: training's history, the pictures
+    (tmp_path / blocked).mkdir()
+    (tmp_path / 'gpt.pt').write_bytes(ckpt.read_bytes())
+    monkeypatch.setattr(sys, 'argv', ['gpt.py', *TINY_GPT, f'--input_path={TINY}', f'--ckpt_path={tmp_path}/gpt.pt',
+                                      *(['--sample', '--attention', '--prompt=First'] if 'png' in blocked else [])])
+    with pytest.raises(SystemExit) as e:
+        gpt.run_command(gpt.main)
+    assert re.fullmatch(rf"gpt.py: error: cannot write {re.escape(f'{tmp_path}/{blocked}')} \(.+\); pass "
+                        "--ckpt_path= in a folder you can write to: the run's files go beside it", e.value.code)
+    assert (tmp_path / 'gpt.pt').read_bytes() == ckpt.read_bytes()
 
 
 @pytest.mark.loss_picture

@@ -1,4 +1,5 @@
 """The training run as gpt.py's main() runs it: what the loop really does, not what its helpers would do alone."""
+import inspect
 import os
 import re
 import shutil
@@ -303,6 +304,7 @@ def test_resume_at_max_iters_asks_for_more_steps(tmp_path, capsys):
 
 MHA = "        wei = q @ k.transpose(-2,-1) * k.shape[-1]**-0.5 # (B, nh, T, hs) @ (B, nh, hs, T) -> (B, nh, T, T)\n"
 SOFTMAX = "        wei = F.softmax(wei, dim=-1) # (B, nh, T, T)\n"
+END = "        out = self.dropout(self.proj(out))\n        return out\n"
 EDITS = { # a learner's edits of MultiHeadAttention: [(a line as shipped, what it becomes)]
     'mask removed': [("        wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf')) # (B, nh, T, T)\n",
                       '')],
@@ -322,6 +324,9 @@ EDITS = { # a learner's edits of MultiHeadAttention: [(a line as shipped, what i
     'wei renamed': [('wei', 'att')], # the same computation, another name: as written too
     'a print': [(SOFTMAX, SOFTMAX + "        print('wei', tuple(wei.shape), self.training)\n")],
     'wei kept to plot': [(SOFTMAX, SOFTMAX + "        self.wei = wei\n")],
+    # before Python 3.13, inspect finds the source of the first class of a name: the shipped one, above the copy
+    'wei kept, in a copy below the class': [(END, END + '\n\n' + inspect.getsource(gpt.MultiHeadAttention).replace(
+        SOFTMAX, SOFTMAX + "        self.wei = wei\n"))],
 }
 
 
@@ -346,14 +351,23 @@ def test_an_edited_attention_runs_as_written_in_training_and_evaluation(edit, tm
     out = capsys.readouterr().out
     training = [(kind, keeps) for kind, train, keeps in attention_calls if train]
     evaluation = [(kind, keeps) for kind, train, keeps in attention_calls if not train]
-    kind = 'MultiHeadAttention' if edit else 'FusedAttention'
-    assert training == [(kind, edit == 'wei kept to plot')] * 3 * 2 # every step, both blocks
-    assert evaluation[:2 * 2 * 2] == [(kind, edit == 'wei kept to plot')] * 8 # steps 0 and 2, each split, both blocks
+    kind, keeps = ('MultiHeadAttention' if edit else 'FusedAttention'), 'wei kept' in (edit or '')
+    assert training == [(kind, keeps)] * 3 * 2 # every step, both blocks
+    assert evaluation[:2 * 2 * 2] == [(kind, keeps)] * 8 # steps 0 and 2, each split, both blocks
     assert {kind for kind, _ in evaluation[8:]} == {'MultiHeadAttention'} # the whole val split and the sample
     assert ('  attention: MultiHeadAttention as edited, run as written' in out) == bool(edit)
     assert ('  attention: MultiHeadAttention as shipped, run by the fused kernel' in out) == (not edit)
     if edit == 'a print': # the learner's line, at every step and every evaluation
         assert out.count('wei (8, 2, 16, 16) True\n') == 3 * 2 and out.count('wei (8, 2, 16, 16) False\n') == 8
+
+
+def test_a_model_with_heads_alone_says_its_own_code_runs(tmp_path, capsys):
+    # the lecture at 01:19:11, one Head where the block's attention goes: no MultiHeadAttention to fuse, nor to name
+    edited = edited_gpt(tmp_path, [('MultiHeadAttention(n_embd, n_head, head_size, block_size, dropout)',
+                                    'Head(n_embd, n_embd, block_size, dropout)')], within=('class Block', 'class GPT'))
+    train(tmp_path, '--max_iters=2', '--eval_interval=100', '--eval_iters=1', '--max_new_tokens=0', script=edited)
+    assert "\n  attention: MultiHeadAttention not in the model: part one's own code runs as written\n" in \
+        capsys.readouterr().out
 
 
 def test_removing_the_causal_mask_in_part_one_lets_the_future_leak_into_training(tmp_path, capsys):
