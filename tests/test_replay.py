@@ -70,7 +70,7 @@ def test_the_bigram_stage_reaches_the_lecture_s_number_and_the_replay_is_determi
     threads = torch.get_num_threads()
     try:
         bigram = replay.train_stage(replay.STAGES[0])
-        short = (*replay.STAGES[0][:-1], 300) # 300 of its steps, twice: the same numbers
+        short = (*replay.STAGES[0][:-1], 100) # 100 of its steps, twice: the same numbers
         first, again = replay.train_stage(short), replay.train_stage(short)
     finally:
         torch.set_num_threads(threads)

@@ -210,7 +210,7 @@ def test_the_lectures_values_are_what_the_block_at_the_top_ships():
 
 def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path, capsys):
     # a learner's first move: edit the block at the top, run python gpt.py (here on a CPU, with the small configuration)
-    edits = [('max_iters = 5000 #', 'max_iters = 10 #'), ('eval_iters = 200 #', 'eval_iters = 5 #')]
+    edits = [('max_iters = 5000 #', 'max_iters = 3 #'), ('eval_iters = 200 #', 'eval_iters = 2 #')]
     edited = edited_gpt(tmp_path, edits, within=None)
     shutil.copy(TINY, tmp_path / 'input.txt') # beside the edited gpt.py, where it reads its text
     edited.main(['--device=cpu', '--max_new_tokens=20', '--eval_sample=0'])
@@ -218,14 +218,14 @@ def test_an_edit_at_the_top_of_gpt_py_is_what_runs(tmp_path, capsys):
     source = (tmp_path / 'edited.py').read_text(encoding='utf-8')
     first = out.splitlines()[1:4]
     assert first[0].startswith('config small on cpu: n_layer=4 n_head=4 n_embd=128 block_size=128 batch_size=16 '
-                               'max_iters=10 learning_rate=0.002'), first
+                               'max_iters=3 learning_rate=0.002'), first
     line = next(i for i, l in enumerate(source.splitlines(), 1) if l.startswith('small = dict('))
     assert first[1].startswith(f"  on cpu, the small configuration (gpt.py line {line}) replaced the lecture's "
                                "n_layer, n_head, n_embd, block_size, batch_size, max_time, eval_interval, "
                                "dropout"), first
-    assert first[2] == '  as edited at the top of gpt.py: max_iters=10 eval_iters=5'
-    assert re.findall(r'^step (\d+):', out, re.M) == ['0', '9'] # 10 steps, not 10,000
-    assert torch.load(tmp_path / 'gpt.pt')['config']['max_iters'] == 10
+    assert first[2] == '  as edited at the top of gpt.py: max_iters=3 eval_iters=2'
+    assert re.findall(r'^step (\d+):', out, re.M) == ['0', '2'] # 3 steps, not 10,000
+    assert torch.load(tmp_path / 'gpt.pt')['config']['max_iters'] == 3
 
 
 def test_an_edited_width_keeps_the_lectures_shape_whole(tmp_path):
