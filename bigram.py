@@ -250,7 +250,7 @@ def load_text(path, url, block_size=0):
                 os.remove(tmp)
     try:
         with open(path, 'rb') as f:
-            text = (raw := f.read()).decode('utf-8-sig') # (-sig: a byte-order mark, as Notepad writes, is no text)
+            text = (raw := f.read()).decode('utf-8').removeprefix('\ufeff') # a byte-order mark (Notepad's) is no text
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
     except UnicodeDecodeError as e:
@@ -325,8 +325,8 @@ def run_command(main, script=os.path.basename(__file__)):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
     except OSError as e: # a file beside the checkpoint that cannot be written: a read-only folder, say
-        sys.exit(f"{script}: error: cannot write {e.filename or 'a file of the run'} ({e.strerror or e}); pass "
-                 "--ckpt_path= in a folder you can write to: the run's files go beside it")
+        sys.exit(f"{script}: error: cannot write {e.filename or 'the output'} ({e.strerror or e})" + (
+            "; pass --ckpt_path= in a folder you can write to: the run's files go beside it" if e.filename else ""))
 
 
 if __name__ == '__main__':

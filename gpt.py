@@ -502,7 +502,7 @@ def load_text(path, url, block_size=0):
                 os.remove(tmp)
     try:
         with open(path, 'rb') as f:
-            text = (raw := f.read()).decode('utf-8-sig') # (-sig: a byte-order mark, as Notepad writes, is no text)
+            text = (raw := f.read()).decode('utf-8').removeprefix('\ufeff') # a byte-order mark (Notepad's) is no text
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}; pass --input_path= with a UTF-8 text file", status=1)
     except UnicodeDecodeError as e:
@@ -581,8 +581,7 @@ class Run:
         self.every = 10 if sys.stderr.isatty() else PROGRESS_EVERY # seconds between progress lines (a log: fewer)
         return model, self.start
 
-    def request_stop(self, signum, frame): # (os.write: a print here could break into a print under way)
-        os.write(2, b"Ctrl-C: saving after this step (an evaluation may take a while); again: stop now, unsaved\n")
+    def request_stop(self, signum, frame):
         self.stop_requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler) # a second Ctrl-C stops at once
 
@@ -598,8 +597,8 @@ class Run:
                 if iter > (self.resumed_at or 0):
                     self.save(iter)
             if self.c.eval_sample: # what the model writes now, seeded; the training's random numbers left as they were
-                with torch.random.fork_rng([self.c.device] if self.c.device != 'cpu' else [],
-                                           device_type=self.c.device.split(':')[0]):
+                kind = self.c.device.split(':')[0] # (cpu:0 too: fork_rng forks the CPU's always)
+                with torch.random.fork_rng([self.c.device] if kind != 'cpu' else [], device_type=kind):
                     torch.manual_seed(self.c.seed)
                     idx = self.raw_model.eval().generate(torch.zeros((1, 1), dtype=torch.long, device=self.c.device),
                                                          self.c.eval_sample)[0, 1:]
@@ -1008,8 +1007,8 @@ def run_command(main, script=os.path.basename(__file__)):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
     except OSError as e: # a file beside the checkpoint that cannot be written: a read-only folder, say
-        sys.exit(f"{script}: error: cannot write {e.filename or 'a file of the run'} ({e.strerror or e}); pass "
-                 "--ckpt_path= in a folder you can write to: the run's files go beside it")
+        sys.exit(f"{script}: error: cannot write {e.filename or 'the output'} ({e.strerror or e})" + (
+            "; pass --ckpt_path= in a folder you can write to: the run's files go beside it" if e.filename else ""))
 
 
 if __name__ == '__main__':

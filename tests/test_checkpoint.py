@@ -193,7 +193,6 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_its_command_resumes(script, tmp
     status, err = interrupted(tmp_path, script=script)
     assert status == 130
     assert 'Traceback' not in err
-    assert err.count("Ctrl-C: saving after this step") == 1 # said at once, as it may be an evaluation's wait
     path = re.escape(f'{tmp_path}/gpt.pt')
     command = re.search(rf"interrupted at step (\d+): saved {path}; continue with '(python \S*{re.escape(script)} "
                         rf"--resume --ckpt_path={path})'", err)

@@ -34,6 +34,9 @@ def test_a_byte_order_mark_is_not_read_as_text(script, tmp_path):
     # Windows' Notepad may save UTF-8 beginning with one: it is no character of the text, nor of the vocabulary
     (tmp_path / 'notepad.txt').write_bytes(b'\xef\xbb\xbf' + open(TINY, 'rb').read())
     assert script.load_text(str(tmp_path / 'notepad.txt'), 'http://unused') == open(TINY, encoding='utf-8').read()
+    (tmp_path / 'latin.txt').write_bytes(b'\xef\xbb\xbfhello w\xe9rld') # and a byte that is not UTF-8 is found where it is
+    with pytest.raises(script.UsageError, match='not UTF-8 text \\(byte 0xe9 at offset 10\\)'):
+        script.load_text(str(tmp_path / 'latin.txt'), 'http://unused')
 
 
 @pytest.mark.parametrize('script', [gpt, bigram])

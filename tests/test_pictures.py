@@ -141,6 +141,20 @@ def test_a_file_of_the_run_that_cannot_be_written_is_one_line(blocked, ckpt, tmp
     assert (tmp_path / 'gpt.pt').read_bytes() == ckpt.read_bytes()
 
 
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='/dev/full: Linux')
+def test_output_that_cannot_be_written_is_one_line_naming_no_option(ckpt, monkeypatch):
+    monkeypatch.setattr(sys, 'stdout', open('/dev/full', 'w')) # a full disk under python gpt.py --sample > out.txt
+    monkeypatch.setattr(sys, 'argv', ['gpt.py', '--sample', f'--ckpt_path={ckpt}', '--max_new_tokens=5'])
+    with pytest.raises(SystemExit) as e:
+        gpt.run_command(gpt.main)
+    assert e.value.code == 'gpt.py: error: cannot write the output (No space left on device)'
+
+
+def test_the_writes_line_runs_on_cpu_0_too(tmp_path, capsys): # (a device of the CPU's, numbered)
+    train(tmp_path, '--device=cpu:0', '--max_iters=2', '--eval_interval=1', '--eval_sample=5')
+    assert capsys.readouterr().out.count('  writes: ') == 2
+
+
 @pytest.mark.loss_picture
 def test_training_draws_its_loss_curves_beside_the_checkpoint(tmp_path, capsys):
     train(tmp_path, '--max_iters=21', '--eval_interval=10', '--max_new_tokens=0')
