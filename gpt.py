@@ -1006,7 +1006,7 @@ def run_command(main, script=os.path.basename(__file__)):
     except BrokenPipeError: # the reader went away (python gpt.py --sample | head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()) # so the exit's flush cannot fail again
         sys.exit(141)
-    except OSError as e: # a file beside the checkpoint that cannot be written: a read-only folder, say
+    except OSError as e: # a file beside the checkpoint (a read-only folder, say), or the output, not written
         sys.exit(f"{script}: error: cannot write {e.filename or 'the output'} ({e.strerror or e})" + (
             "; pass --ckpt_path= in a folder you can write to: the run's files go beside it" if e.filename else ""))
 

@@ -22,7 +22,9 @@ def head_stats(path, windows=200):
     model = gpt.GPTLanguageModel(len(ckpt['chars']), c['block_size'], c['n_embd'], c['n_head'], c['n_layer'])
     model.load_state_dict(ckpt['model'])
     encode, decode = gpt.tokenizer(ckpt['chars'])
-    _, val = gpt.split_data(gpt.load_text(c['input_path'], c['data_url']), encode) # the text it was trained on
+    # the text it was trained on; trained elsewhere (Colab, a moved folder), this project's, as gpt.py --resume does
+    path = c['input_path'] if os.path.exists(c['input_path']) else gpt.HYPERPARAMETERS['input_path']
+    _, val = gpt.split_data(gpt.load_text(path, c['data_url']), encode)
     T = c['block_size']
     starts = torch.randint(len(val) - T, (windows,), generator=torch.Generator().manual_seed(0))
     sums, share, n = 0, 0.0, 0

@@ -2,6 +2,7 @@
 model writes at every evaluation."""
 import os
 import re
+import shutil
 import sys
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import TINY, TINY_GPT, edited_gpt, train
+from conftest import SHAKESPEARE, TINY, TINY_GPT, edited_gpt, train
 
 PROMPT = 'First Citizen:\nBefore we'
 
@@ -100,6 +101,16 @@ def test_head_stats_measures_weights_that_add_up_and_says_in_one_line_where_no_c
     with pytest.raises(SystemExit) as e:
         gpt.run_command(head_stats.main, 'head_stats.py') # as python tests/head_stats.py none.pt runs it
     assert e.value.code == 1 and capsys.readouterr().err.startswith("head_stats.py: error: no checkpoint at ")
+
+
+def test_head_stats_of_a_checkpoint_trained_elsewhere_reads_this_projects_text(tmp_path):
+    import head_stats # (gpt.py --resume does the same: test_a_run_whose_text_is_not_here_resumes_on_...)
+    (tmp_path / 'colab').mkdir()
+    shutil.copy(SHAKESPEARE, tmp_path / 'colab' / 'input.txt')
+    ckpt = train(tmp_path, f'--input_path={tmp_path}/colab/input.txt', '--max_iters=1', '--max_new_tokens=0')
+    shutil.rmtree(tmp_path / 'colab')
+    stats, share = head_stats.head_stats(str(ckpt), windows=2)
+    assert stats.shape == (2, 2, 6) and 0 < share < 1
 
 
 def test_the_embedding_picture_places_each_character_by_the_tables_two_principal_components(ckpt):
